@@ -1,0 +1,1 @@
+"""Attack plugins: one file per attack, registered with `@register_attack`."""

@@ -1,0 +1,68 @@
+"""The model plugin contract.
+
+A model plugin is a class registered by name with a typed `Config` and a
+`build(info) -> nn.Module`. Models take inputs in [0, 1]; any normalisation is a layer
+inside the model (`Normalize`), so ε is always in pixel units.
+
+An architecture name of the form `family:variant` (for example `timm:resnet18`) selects
+the plugin `family` and sets its config field `variant`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from bench.attack import NoConfig
+from bench.config import build_config
+from bench.data import DatasetInfo
+from bench.registry import MODELS
+
+
+class ModelPlugin:
+    Config: type = NoConfig
+    version: str = "1"
+
+    def __init__(self, config=None):
+        self.config = config if config is not None else self.Config()
+
+    def build(self, info: DatasetInfo) -> nn.Module:
+        raise NotImplementedError
+
+
+class Normalize(nn.Module):
+    """(x − mean) / std per channel, as the first layer of a model."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def split_arch(arch: str) -> tuple[str, str | None]:
+    name, _, variant = arch.partition(":")
+    return name, (variant or None)
+
+
+def model_config(arch: str, values: Mapping[str, Any] | None, path: str = "config"):
+    """The plugin class and its typed config for an architecture name."""
+    name, variant = split_arch(arch)
+    cls = MODELS.get(name)
+    values = dict(values or {})
+    if variant is not None:
+        if "variant" not in {f.name for f in dataclasses.fields(cls.Config)}:
+            from bench.errors import PluginError
+            raise PluginError(f"model {name!r} takes no variant (got {arch!r})")
+        values["variant"] = variant
+    return cls, build_config(cls.Config, values, path)
+
+
+def build_model(arch: str, values: Mapping[str, Any] | None, info: DatasetInfo) -> nn.Module:
+    cls, cfg = model_config(arch, values)
+    return cls(cfg).build(info)

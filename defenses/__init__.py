@@ -1,0 +1,1 @@
+"""Defense plugins: one file per training method, registered with `@register_defense`."""

@@ -1,0 +1,1 @@
+"""Model plugins: one file per architecture family, registered with `@register_model`."""
