@@ -10,6 +10,13 @@ A *minimisation* attack (DeepFool, CW-ℓ2) sets `minimization = True`: it runs 
 with eps = inf and its minimal perturbation is clipped to each ε of a sweep.
 
 Robust means: correct on the clean input *and* on every adversarial input tried.
+
+Per-sample extra outputs: an attack that produces numbers besides the bool outcome
+(the smoothing certifier's radii and predictions) assigns, in each `run_sweep` call,
+a new dict `self.details = {name: tensor}` with one value per input sample in input
+order; the evaluation loop reads it right after the call, concatenates it across
+batches and stores it with the result. Plugins assign a fresh dict, never mutate the
+shared class default.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ class Attack:
     version: str = "1"
     uses_eps: bool = True        # False: the result does not depend on ε (clean accuracy)
     minimization: bool = False   # True: one run, clipped to each ε of a sweep
+    details: dict[str, torch.Tensor] = {}  # per-sample extras of the last run_sweep (see above)
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.Config()

@@ -1,0 +1,242 @@
+"""The results database: SQLAlchemy 2 models, a schema version and its migrations.
+
+Any SQLAlchemy URL works; the default is a SQLite file under results/ in WAL mode, so
+a reader (the report) never blocks the runner, and every recorded cell is committed
+at once: `kill -9` loses nothing already recorded.
+
+Tables: runs (one per command), models (one per trained model key, with its
+checkpoint's sha256 and training curves), results (one per cell key: outcome per
+sample as a bitmap, provenance), reported (the paper's values from suite.yaml).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
+                        create_engine, event, inspect, select, text)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+SCHEMA_VERSION = 1
+DEFAULT_DB = Path("results") / "bench.sqlite"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class SchemaInfo(Base):
+    __tablename__ = "schema_info"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class RunRecord(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    started: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    ended: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running/done/failed/killed
+    command: Mapped[str] = mapped_column(Text, default="")
+    suite_path: Mapped[str] = mapped_column(Text, default="")
+    suite_sha256: Mapped[str] = mapped_column(String(64), default="")
+    commit: Mapped[str] = mapped_column(String(64), default="")
+    host: Mapped[str] = mapped_column(String(255), default="")
+    device: Mapped[str] = mapped_column(String(255), default="")
+    versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ModelRecord(Base):
+    __tablename__ = "models"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    dataset: Mapped[str] = mapped_column(String(64))
+    arch: Mapped[str] = mapped_column(String(128))
+    defense: Mapped[str] = mapped_column(String(128))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)          # resolved model spec
+    checkpoint_path: Mapped[str] = mapped_column(Text)
+    checkpoint_sha256: Mapped[str] = mapped_column(String(64))
+    train_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    curves: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # per-epoch lists
+    status: Mapped[str] = mapped_column(String(16), default="done")   # done/failed
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    smoke: Mapped[bool] = mapped_column(default=False)
+    precision: Mapped[str] = mapped_column(String(16), default="fp32")
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    device: Mapped[str] = mapped_column(String(255), default="")
+    versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ResultRecord(Base):
+    __tablename__ = "results"
+    cell_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cell_id: Mapped[str] = mapped_column(Text, index=True)
+    model_key: Mapped[str] = mapped_column(String(64), index=True)
+    model_name: Mapped[str] = mapped_column(String(255))
+    dataset: Mapped[str] = mapped_column(String(64))
+    attack: Mapped[str] = mapped_column(String(255))        # suite name of the attack
+    attack_plugin: Mapped[str] = mapped_column(String(128))
+    norm: Mapped[str] = mapped_column(String(8))
+    eps_literal: Mapped[str] = mapped_column(String(64))
+    eps: Mapped[float] = mapped_column(Float)
+    split: Mapped[str] = mapped_column(String(16), default="test")
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    n_correct: Mapped[int] = mapped_column(Integer, default=0)
+    robust_acc: Mapped[float | None] = mapped_column(Float, nullable=True)
+    outcomes: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # np.packbits
+    details: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)   # npz of per-sample arrays
+    flags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)    # resolved cell config (what the key hashes)
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    precision: Mapped[str] = mapped_column(String(16), default="fp32")
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    smoke: Mapped[bool] = mapped_column(default=False)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    status: Mapped[str] = mapped_column(String(16))          # done/failed
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    device: Mapped[str] = mapped_column(String(255), default="")
+    versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    commit: Mapped[str] = mapped_column(String(64), default="")
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ReportedValue(Base):
+    """A value the paper reports for a table cell (row = model name, column = label)."""
+
+    __tablename__ = "reported"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    table: Mapped[str] = mapped_column(String(128), index=True)
+    row: Mapped[str] = mapped_column(String(255))
+    column: Mapped[str] = mapped_column(String(255))
+    value: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(Text, default="")
+
+
+class TableRecord(Base):
+    """A paper table's layout from suite.yaml, so `bench report` needs only the database.
+
+    layout = {"title", "source", "order", "tags", "tolerance",
+              "rows": [{"model", "label"}],
+              "columns": [{"label", "attack", "eps" (literal or null), "eps_value"}]}
+    """
+
+    __tablename__ = "tables"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    title: Mapped[str] = mapped_column(Text, default="")
+    layout: Mapped[dict[str, Any]] = mapped_column(JSON)
+    suite_path: Mapped[str] = mapped_column(Text, default="")
+    updated: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# ------------------------------------------------------------------------- per-sample data
+
+def pack_outcomes(outcomes: np.ndarray) -> bytes:
+    return np.packbits(np.asarray(outcomes, dtype=bool)).tobytes()
+
+
+def unpack_outcomes(blob: bytes | None, n: int) -> np.ndarray | None:
+    if blob is None:
+        return None
+    return np.unpackbits(np.frombuffer(blob, dtype=np.uint8), count=n).astype(bool)
+
+
+def pack_details(details: dict[str, np.ndarray]) -> bytes | None:
+    if not details:
+        return None
+    import io
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in details.items()})
+    return buf.getvalue()
+
+
+def unpack_details(blob: bytes | None) -> dict[str, np.ndarray]:
+    if not blob:
+        return {}
+    import io
+    with np.load(io.BytesIO(blob), allow_pickle=False) as d:
+        return {k: d[k] for k in d.files}
+
+
+# ------------------------------------------------------------------------- engine + schema
+
+def db_url(url_or_path: str | Path | None) -> str:
+    """A SQLAlchemy URL; a plain path means a SQLite file."""
+    if url_or_path is None:
+        url_or_path = DEFAULT_DB
+    s = str(url_or_path)
+    if "://" in s:
+        return s
+    Path(s).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(s).expanduser()}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+# Migrations: MIGRATIONS[v] takes a connection at schema version v to v + 1.
+MIGRATIONS: dict[int, Callable] = {}
+
+
+class SchemaError(Exception):
+    pass
+
+
+def open_db(url_or_path: str | Path | None = None, *, create: bool = True) -> Engine:
+    """Open (and create or migrate) the results database."""
+    url = db_url(url_or_path)
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    insp = inspect(engine)
+    tables = set(insp.get_table_names())
+    if "schema_info" not in tables:
+        if tables and "results" in tables:
+            raise SchemaError(f"{url} has bench tables but no schema version; it was not "
+                              f"written by this version of bench")
+        if not create:
+            raise SchemaError(f"{url} is not a bench results database")
+        Base.metadata.create_all(engine)
+        with Session(engine) as s:
+            s.add(SchemaInfo(id=1, version=SCHEMA_VERSION))
+            s.commit()
+        return engine
+    with engine.begin() as conn:
+        version = conn.execute(text("SELECT version FROM schema_info WHERE id = 1")).scalar_one()
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"{url} has schema version {version}, newer than this bench "
+                              f"({SCHEMA_VERSION}); upgrade bench")
+        while version < SCHEMA_VERSION:
+            MIGRATIONS[version](conn)
+            version += 1
+            conn.execute(text("UPDATE schema_info SET version = :v WHERE id = 1"), {"v": version})
+    Base.metadata.create_all(engine)  # tables added by later versions
+    return engine
+
+
+def result_status(engine: Engine, keys: list[str]) -> dict[str, str]:
+    """status ('done'/'failed') of each cell key present in the database."""
+    out: dict[str, str] = {}
+    with Session(engine) as s:
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            for key, status in s.execute(select(ResultRecord.cell_key, ResultRecord.status)
+                                         .where(ResultRecord.cell_key.in_(chunk))):
+                out[key] = status
+    return out

@@ -1,0 +1,60 @@
+"""The typed recipes the engine owns: training (`TrainConfig`) and evaluation (`EvalConfig`).
+
+Defaults follow TRADES' CIFAR-10 recipe (SGD lr 0.1, momentum 0.9, batch 128); each
+suite.yaml model states the recipe of its paper row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class EarlyStopping:
+    """Keep the checkpoint with the best robust accuracy on the validation split
+    (Rice et al., "Overfitting in adversarially robust deep learning")."""
+
+    attack: str                  # an attack of suite.yaml, evaluated on the validation split
+    eps: float | str             # its ε
+    every: int = 1               # evaluate every this many epochs
+    n: int | None = None         # validation examples used (None: the whole split)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    milestones: list[int] = field(default_factory=list)  # epochs at which lr ← lr·gamma
+    gamma: float = 0.1
+    warmup_epochs: int = 0                                # linear warm-up (0: none)
+    augment: bool | None = None      # None: the dataset's default (crop + flip for CIFAR)
+    val_size: int = 0                # held out of train, deterministically (for early stopping)
+    early_stopping: EarlyStopping | None = None
+    init_from: str | None = None     # fine-tune: start from this checkpoint (path)
+    drop_last: bool = False
+    max_nonfinite: int = 0           # tolerated non-finite batch losses before the model fails
+
+    def __post_init__(self):
+        if self.epochs < 0 or self.batch_size < 1 or self.lr < 0:
+            raise ValueError("epochs must be ≥ 0, batch_size ≥ 1 and lr ≥ 0")
+        if self.early_stopping is not None and self.val_size <= 0:
+            raise ValueError("early_stopping needs a validation split: set val_size > 0")
+
+
+@dataclass
+class EvalConfig:
+    split: Literal["test", "train"] = "test"
+    n: int | None = None             # the first n examples in dataset order (None: all)
+    batch_size: int = 256
+
+    def __post_init__(self):
+        if self.n is not None and self.n < 1:
+            raise ValueError("n must be ≥ 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be ≥ 1")

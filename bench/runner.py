@@ -1,0 +1,242 @@
+"""The runner: selected cells → trained (or cached) models → evaluated, recorded cells.
+
+Each distinct model key trains once; a cached checkpoint is used only after its sha256
+matches the database. Every cell is committed as soon as it is known, so `kill -9`
+loses nothing already recorded and the next run resumes (training too: the loop keeps
+a per-epoch resume file). A cell that fails (non-finite loss, out of memory, a plugin
+error) is recorded as failed with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from bench import db
+from bench.checkpoints import load_checkpoint, save_checkpoint
+from bench.config import config_dict
+from bench.errors import BenchError, CheckpointError
+from bench.evaluate import CellOutcome, EvalData, evaluate
+from bench.modeling import build_model
+from bench.plan import Cell, ModelJob, group
+from bench.precision import Policy, device_name
+from bench.provenance import code_commit, host, library_versions
+from bench.registry import DATASETS
+from bench.spec import Suite
+from bench.train import train_model
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    done: list[tuple[Cell, float, float]] = field(default_factory=list)  # cell, acc, seconds
+    failed: list[tuple[Cell, str]] = field(default_factory=list)
+    skipped: int = 0
+    trained: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.failed else 0
+
+
+class Runner:
+    def __init__(self, suite: Suite, engine: Engine, *, data_root: Path, device: str,
+                 results_dir: Path = Path("results"), offline: bool = False, force: bool = False,
+                 progress: bool = True, out: Callable[[str], None] | None = None):
+        self.suite, self.engine = suite, engine
+        self.data_root, self.device = data_root, device
+        self.ckpt_dir = results_dir / "checkpoints"
+        self.offline, self.force, self.progress = offline, force, progress
+        self.out = out or (lambda s: print(s, file=sys.stderr))
+        self.policy = Policy(suite.precision, suite.compile, device)
+        self.device_desc = device_name(device)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _start_run(self) -> int:
+        with Session(self.engine) as s:
+            rec = db.RunRecord(command=shlex.join(sys.argv), suite_path=str(self.suite.path),
+                               suite_sha256=self.suite.sha256, commit=code_commit(), host=host(),
+                               device=self.device_desc, versions=library_versions())
+            s.add(rec)
+            s.commit()
+            return rec.id
+
+    def _end_run(self, run_id: int, status: str, summary: RunSummary) -> None:
+        with Session(self.engine) as s:
+            rec = s.get(db.RunRecord, run_id)
+            rec.ended, rec.status = db.utcnow(), status
+            rec.summary = {"done": len(summary.done), "failed": len(summary.failed),
+                           "skipped": summary.skipped, "trained": summary.trained,
+                           "loaded": summary.loaded}
+            s.commit()
+
+    def record_tables(self) -> None:
+        """Store each table's layout and the paper's values, so `report` needs only the DB."""
+        with Session(self.engine) as s:
+            for t in self.suite.tables.values():
+                s.merge(db.TableRecord(name=t.name, title=t.title, layout=t.layout(),
+                                       suite_path=str(self.suite.path), updated=db.utcnow()))
+                s.execute(delete(db.ReportedValue).where(db.ReportedValue.table == t.name))
+                for (row, col), v in t.reported.items():
+                    s.add(db.ReportedValue(table=t.name, row=row, column=col, value=v, source=t.source))
+            s.commit()
+
+    def status(self, cells: list[Cell]) -> dict[str, str]:
+        """'done' / 'failed' / 'pending' per cell key."""
+        known = db.result_status(self.engine, [c.key for c in cells])
+        return {c.key: known.get(c.key, "pending") for c in cells}
+
+    def _record(self, outcome: CellOutcome, run_id: int, model_key: str) -> None:
+        c = outcome.cell
+        n = 0 if outcome.outcomes is None else int(outcome.outcomes.size)
+        n_correct = 0 if outcome.outcomes is None else int(outcome.outcomes.sum())
+        rec = db.ResultRecord(
+            cell_key=c.key, cell_id=c.id, model_key=model_key, model_name=c.model.name,
+            dataset=c.model.dataset.name, attack=c.attack.name, attack_plugin=c.attack.plugin,
+            norm=c.attack.norm, eps_literal=c.eps.literal, eps=c.eps.value, split=c.eval.split,
+            n=n, n_correct=n_correct, robust_acc=(n_correct / n) if n else None,
+            outcomes=None if outcome.outcomes is None else db.pack_outcomes(outcome.outcomes),
+            details=db.pack_details(outcome.details), flags=list(getattr(outcome, "flags", []) or []),
+            config=c.resolved(), tags=c.tags, precision=c.precision, seed=c.seed, smoke=c.smoke,
+            seconds=outcome.seconds, status="done" if outcome.ok else "failed", error=outcome.error,
+            device=self.device_desc, versions=library_versions(), commit=code_commit(), run_id=run_id)
+        with Session(self.engine) as s:
+            s.merge(rec)
+            s.commit()
+
+    # ------------------------------------------------------------------ models
+    def _cached_model(self, job: ModelJob):
+        """The model from the checkpoint cache, or None (with a note when it was unusable)."""
+        spec = job.model
+        info = DATASETS.get(spec.dataset.plugin).info
+        with Session(self.engine) as s:
+            rec = s.get(db.ModelRecord, job.key)
+            if rec is None or rec.status != "done":
+                return None
+            path, sha = Path(rec.checkpoint_path), rec.checkpoint_sha256
+        model = build_model(spec.arch, config_dict(spec.arch_config), info)
+        try:
+            load_checkpoint(model, path, sha)
+        except CheckpointError as e:
+            self.out(f"warning: {e}; retraining {spec.name}")
+            return None
+        return self.policy.prepare(model).eval()
+
+    def _external_model(self, job: ModelJob):
+        from bench.external import load_external_checkpoint
+        spec = job.model
+        info = DATASETS.get(spec.dataset.plugin).info
+        model = build_model(spec.arch, config_dict(spec.arch_config), info)
+        load_external_checkpoint(model, Path(spec.checkpoint).expanduser())
+        return self.policy.prepare(model).eval()
+
+    def _train(self, job: ModelJob, run_id: int):
+        spec = job.model
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        resume = self.ckpt_dir / f"{job.key}.resume.pt"
+        robust_eval = None
+        if spec.train.early_stopping is not None:
+            es = spec.train.early_stopping
+            from bench.eps import parse_eps
+
+            def robust_eval(net, val, _attack=spec.early_stopping_attack, _eps=parse_eps(es.eps).value):
+                a = _attack.build()
+                ok = [a.run(net, x, y, _eps) for x, y, _ in val.batches(256)]
+                return torch.cat(ok).float().mean().item()
+        self.out(f"training {spec.name} ({spec.arch}, {spec.defense}, {spec.train.epochs} epochs) on {self.device}")
+        res = train_model(spec, data_root=self.data_root, policy=self.policy, resume_path=resume,
+                          progress=self.progress, offline=self.offline, robust_eval=robust_eval,
+                          log=self.out)
+        path = self.ckpt_dir / f"{job.key}.pt"
+        sha = save_checkpoint(res.model, path)
+        curves = dict(res.curves)
+        if res.best_epoch is not None:
+            curves["best_epoch"] = res.best_epoch
+        with Session(self.engine) as s:
+            s.merge(db.ModelRecord(
+                key=job.key, name=spec.name, dataset=spec.dataset.name, arch=spec.arch,
+                defense=spec.defense, config=spec.resolved(), checkpoint_path=str(path.resolve()),
+                checkpoint_sha256=sha, train_seconds=res.seconds, curves=curves, status="done",
+                smoke=job.smoke, precision=spec.precision, seed=spec.seed, device=self.device_desc,
+                versions=library_versions(), run_id=run_id))
+            s.commit()
+        resume.unlink(missing_ok=True)
+        return res.model.eval()
+
+    def model_for(self, job: ModelJob, run_id: int, summary: RunSummary):
+        if job.model.checkpoint:
+            summary.loaded.append(job.model.name)
+            return self._external_model(job)
+        model = self._cached_model(job)
+        if model is not None:
+            summary.loaded.append(job.model.name)
+            return model
+        model = self._train(job, run_id)
+        summary.trained.append(job.model.name)
+        return model
+
+    # ------------------------------------------------------------------ the run
+    def run(self, cells: list[Cell]) -> RunSummary:
+        t0 = time.perf_counter()
+        run_id = self._start_run()
+        summary = RunSummary(run_id)
+        status = "failed"
+        try:
+            self.record_tables()
+            state = self.status(cells)
+            pending = [c for c in cells if self.force or state[c.key] != "done"]
+            summary.skipped = len(cells) - len(pending)
+            if summary.skipped:
+                self.out(f"{summary.skipped} of {len(cells)} cells already done (use --force to rerun)")
+            data = EvalData(self.data_root, self.device, self.offline)
+            for job in group(pending):
+                try:
+                    model = self.model_for(job, run_id, summary)
+                except (Exception, torch.cuda.OutOfMemoryError) as e:  # the job fails, the run goes on
+                    msg = _one_line(e)
+                    self.out(f"model {job.model.name} failed: {msg}")
+                    for c in job.cells:
+                        self._record(CellOutcome(c, error=f"training failed: {msg}"), run_id, job.key)
+                        summary.failed.append((c, msg))
+                    continue
+                net = self.policy.wrap(model)
+                for outcome in evaluate(net, job.cells, data, progress=self.progress):
+                    self._record(outcome, run_id, job.key)
+                    if outcome.ok:
+                        acc = float(outcome.outcomes.mean()) if outcome.outcomes.size else float("nan")
+                        summary.done.append((outcome.cell, acc, outcome.seconds))
+                        self.out(f"  {outcome.cell.id}: {100 * acc:.2f}% of {outcome.outcomes.size}"
+                                 f" ({outcome.seconds:.1f}s)")
+                    else:
+                        summary.failed.append((outcome.cell, outcome.error))
+                        self.out(f"  {outcome.cell.id}: FAILED {outcome.error}")
+                del net, model
+            status = "done" if not summary.failed else "failed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            summary.seconds = time.perf_counter() - t0
+            self._end_run(run_id, status, summary)
+        return summary
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, BenchError):
+        return str(e)
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(e).__name__}: {e}{where}"

@@ -1,0 +1,547 @@
+"""suite.yaml → a validated `Suite`.
+
+Every problem is one `SuiteError` naming the file, the line and the key. Plugin names
+are checked against the registries (with a "did you mean"), plugin configs against the
+plugins' typed `Config` dataclasses, ε literals parsed and kept as written.
+
+Top-level keys:
+
+    version: 1
+    name, description
+    seed: 0                 # default seed of models and cells
+    precision: fp32 | bf16  # numerics policy (fp32 is the reference)
+    compile: false
+    defaults: {train: {...}, eval: {...}}
+    datasets: {NAME: {plugin, train_subset}}
+    models:   {NAME: {dataset, arch, arch_config, defense, defense_config, train, seed,
+                      label, base, checkpoint, description}}
+    attacks:  {NAME: {plugin, config, label, base, description}}
+    matrix:   [{name, tags, models, attacks, eps, eval, smoke, seed, include, exclude}]
+    tables:   {NAME: {title, source, order, tags, tolerance, rows, columns, reported}}
+
+`base: OTHER` in a model or attack inherits OTHER's entry, deep-merged under this one.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config import ConfigError, build_config, config_dict
+from bench.eps import Eps, parse_eps
+from bench.errors import PluginError, SuiteError
+from bench.recipe import EvalConfig, TrainConfig
+from bench.registry import ATTACKS, DATASETS, DEFENSES, did_you_mean
+from bench.yamlload import LineDict, LineList, load_yaml
+
+SUITE_VERSION = 1
+PRECISIONS = ("fp32", "bf16")
+
+TOP_KEYS = {"version", "name", "description", "seed", "precision", "compile", "defaults",
+            "datasets", "models", "attacks", "matrix", "tables"}
+DATASET_KEYS = {"plugin", "train_subset", "description"}
+MODEL_KEYS = {"dataset", "arch", "arch_config", "defense", "defense_config", "train", "seed",
+              "label", "base", "checkpoint", "description"}
+ATTACK_KEYS = {"plugin", "config", "label", "base", "description"}
+ENTRY_KEYS = {"name", "tags", "models", "attacks", "eps", "eval", "smoke", "seed", "include",
+              "exclude", "description"}
+TABLE_KEYS = {"title", "source", "order", "tags", "tolerance", "rows", "columns", "reported",
+              "description"}
+COLUMN_KEYS = {"attack", "eps", "label"}
+MATCH_KEYS = {"model", "attack", "eps"}
+
+
+@dataclass
+class DatasetSpec:
+    name: str
+    plugin: str
+    train_subset: int | None = None
+
+    def resolved(self) -> dict:
+        return {"plugin": self.plugin, "train_subset": self.train_subset}
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    dataset: DatasetSpec
+    arch: str
+    arch_config: Any
+    defense: str
+    defense_config: Any
+    train: TrainConfig
+    seed: int
+    label: str
+    checkpoint: str | None
+    precision: str
+    early_stopping_attack: "AttackSpec | None" = None
+
+    def resolved(self) -> dict:
+        """Everything that determines the trained weights (what the model key hashes)."""
+        from bench.modeling import split_arch
+        from bench.registry import MODELS
+        arch_cls = MODELS.get(split_arch(self.arch)[0])
+        train = config_dict(self.train)
+        if self.early_stopping_attack is not None:
+            train["early_stopping"]["attack"] = self.early_stopping_attack.resolved()
+        return {
+            "dataset": self.dataset.resolved(),
+            "arch": self.arch, "arch_version": getattr(arch_cls, "version", "1"),
+            "arch_config": config_dict(self.arch_config),
+            "defense": self.defense,
+            "defense_version": getattr(DEFENSES.get(self.defense), "version", "1"),
+            "defense_config": config_dict(self.defense_config),
+            "train": train, "seed": self.seed, "precision": self.precision,
+            "checkpoint": self.checkpoint,
+        }
+
+    @property
+    def key(self) -> str:
+        return stable_hash(self.resolved())
+
+
+@dataclass
+class AttackSpec:
+    name: str
+    plugin: str
+    config: Any
+    label: str
+
+    @property
+    def cls(self):
+        return ATTACKS.get(self.plugin)
+
+    @property
+    def norm(self) -> str:
+        return getattr(self.config, "norm", "none" if not self.cls.uses_eps else "linf")
+
+    def resolved(self) -> dict:
+        return {"plugin": self.plugin, "version": getattr(self.cls, "version", "1"),
+                "config": config_dict(self.config)}
+
+    def build(self):
+        return self.cls(copy.deepcopy(self.config))
+
+
+@dataclass
+class Match:
+    model: str | None = None
+    attack: str | None = None
+    eps: Eps | None = None
+
+    def matches(self, model: str, attack: str, eps: Eps) -> bool:
+        return ((self.model is None or self.model == model)
+                and (self.attack is None or self.attack == attack)
+                and (self.eps is None or self.eps.value == eps.value))
+
+
+@dataclass
+class MatrixEntry:
+    name: str
+    tags: list[str]
+    models: list[str]
+    attacks: list[str]
+    eps: list[Eps]
+    eval: EvalConfig
+    smoke: bool
+    seed: int | None
+    include: list[tuple[str, str, Eps]]
+    exclude: list[Match]
+
+
+@dataclass
+class Column:
+    label: str
+    attack: str
+    eps: Eps | None
+
+
+@dataclass
+class TableSpec:
+    name: str
+    title: str
+    source: str
+    order: int
+    tags: list[str]
+    tolerance: float
+    rows: list[tuple[str, str]]            # (model name, label)
+    columns: list[Column]
+    reported: dict[tuple[str, str], float]  # (row model, column label) → value in %
+
+    def layout(self) -> dict:
+        return {
+            "title": self.title, "source": self.source, "order": self.order, "tags": self.tags,
+            "tolerance": self.tolerance,
+            "rows": [{"model": m, "label": lbl} for m, lbl in self.rows],
+            "columns": [{"label": c.label, "attack": c.attack,
+                         "eps": c.eps.literal if c.eps else None,
+                         "eps_value": c.eps.value if c.eps else None} for c in self.columns],
+        }
+
+
+@dataclass
+class Suite:
+    path: str
+    name: str
+    seed: int
+    precision: str
+    compile: bool
+    datasets: dict[str, DatasetSpec]
+    models: dict[str, ModelSpec]
+    attacks: dict[str, AttackSpec]
+    matrix: list[MatrixEntry]
+    tables: dict[str, TableSpec]
+    sha256: str = ""
+    tags: set[str] = field(default_factory=set)
+
+
+def stable_hash(obj: Any) -> str:
+    import json
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------- parsing
+
+class _Ctx:
+    """Error helper: knows the file; `err(node, key, msg)` raises at the key's line."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def err(self, node: Any, key: Any, msg: str, keypath: str | None = None):
+        line = None
+        if isinstance(node, LineDict):
+            line = node.line_of(key)
+        elif isinstance(node, LineList) and isinstance(key, int):
+            line = node.line_of(key)
+        elif hasattr(node, "line"):
+            line = node.line
+        raise SuiteError(msg, file=self.path, line=line, key=keypath or (str(key) if key is not None else None))
+
+    def mapping(self, node: Any, where: str, parent: Any = None, pkey: Any = None) -> LineDict:
+        if node is None:
+            d = LineDict()
+            d.line, d.key_lines = getattr(parent, "line", 0), {}
+            return d
+        if not isinstance(node, dict):
+            self.err(parent, pkey, f"must be a mapping, got {type(node).__name__}", where)
+        return node
+
+    def check_keys(self, node: LineDict, allowed: set[str], where: str):
+        for k in node:
+            if k not in allowed:
+                self.err(node, k, f"unknown key{did_you_mean(str(k), sorted(allowed))}",
+                         f"{where}.{k}" if where else str(k))
+
+    def list_of_str(self, node: LineDict, key: str, where: str, default=None) -> list[str]:
+        v = node.get(key, default)
+        if v is None:
+            return []
+        if isinstance(v, str):
+            return [v]
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            self.err(node, key, "must be a string or a list of strings", f"{where}.{key}")
+        return list(v)
+
+    def typed(self, node: LineDict, key: str, tp: type | tuple, where: str, default=None):
+        v = node.get(key, default)
+        if v is None:
+            return default
+        ok = isinstance(v, tp) and not (isinstance(v, bool) and bool not in (tp if isinstance(tp, tuple) else (tp,)))
+        if not ok:
+            names = " or ".join(t.__name__ for t in (tp if isinstance(tp, tuple) else (tp,)))
+            self.err(node, key, f"must be {names}, got {v!r}", f"{where}.{key}")
+        return v
+
+    def eps(self, node: Any, key: Any, raw: Any, where: str) -> Eps:
+        try:
+            return parse_eps(raw)
+        except ValueError as e:
+            self.err(node, key, str(e), where)
+
+    def config(self, cls: type, node: Any, parent: LineDict, key: str, where: str):
+        try:
+            return build_config(cls, node if node is not None else {}, "")
+        except ConfigError as e:
+            # point at the offending sub-key's line when we can
+            sub = e.path.split(".")[0].split("[")[0] if e.path else None
+            target, tkey = (node, sub) if isinstance(node, LineDict) and sub in node else (parent, key)
+            self.err(target, tkey, e.message, f"{where}.{e.path}" if e.path else where)
+
+    def plugin(self, registry, name: Any, node: LineDict, key: str, where: str):
+        if not isinstance(name, str):
+            self.err(node, key, f"must be a {registry.kind} name, got {name!r}", where)
+        try:
+            return registry.get(name)
+        except PluginError as e:
+            self.err(node, key, str(e), where)
+
+
+def _merge(base: dict, over: dict) -> LineDict:
+    out = LineDict()
+    out.line = getattr(over, "line", 0)
+    out.key_lines = dict(getattr(base, "key_lines", {}))
+    out.key_lines.update(getattr(over, "key_lines", {}))
+    for k, v in base.items():
+        out[k] = v
+    for k, v in over.items():
+        if k == "base":
+            continue
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _resolve_bases(ctx: _Ctx, section: LineDict, what: str) -> dict[str, LineDict]:
+    out: dict[str, LineDict] = {}
+
+    def resolve(name: str, stack: list[str]) -> LineDict:
+        if name in out:
+            return out[name]
+        node = ctx.mapping(section[name], f"{what}.{name}", section, name)
+        base = node.get("base")
+        if base is None:
+            out[name] = node
+            return node
+        if not isinstance(base, str) or base not in section:
+            ctx.err(node, "base", f"unknown {what[:-1]} {base!r}"
+                    f"{did_you_mean(str(base), list(section))}", f"{what}.{name}.base")
+        if base in stack:
+            ctx.err(node, "base", "circular base: " + " → ".join(stack + [base]), f"{what}.{name}.base")
+        merged = _merge(resolve(base, stack + [base]), node)
+        out[name] = merged
+        return merged
+
+    for name in section:
+        resolve(name, [name])
+    return out
+
+
+def load_suite(path: str | Path, text: str | None = None) -> Suite:
+    path = str(path)
+    raw = load_yaml(path, text)
+    ctx = _Ctx(path)
+    if not isinstance(raw, dict):
+        raise SuiteError("the suite must be a YAML mapping", file=path, line=1)
+    ctx.check_keys(raw, TOP_KEYS, "")
+    version = ctx.typed(raw, "version", int, "version", SUITE_VERSION)
+    if version != SUITE_VERSION:
+        ctx.err(raw, "version", f"unsupported suite version {version} (this bench reads {SUITE_VERSION})")
+    seed = ctx.typed(raw, "seed", int, "seed", 0)
+    precision = ctx.typed(raw, "precision", str, "precision", "fp32")
+    if precision not in PRECISIONS:
+        ctx.err(raw, "precision", f"must be one of {', '.join(PRECISIONS)}"
+                f"{did_you_mean(precision, list(PRECISIONS))}")
+    compile_ = ctx.typed(raw, "compile", bool, "compile", False)
+
+    defaults = ctx.mapping(raw.get("defaults"), "defaults", raw, "defaults")
+    ctx.check_keys(defaults, {"train", "eval"}, "defaults")
+    d_train = ctx.mapping(defaults.get("train"), "defaults.train", defaults, "train")
+    d_eval = ctx.mapping(defaults.get("eval"), "defaults.eval", defaults, "eval")
+
+    # datasets: declared aliases, plus every dataset plugin under its own name
+    datasets: dict[str, DatasetSpec] = {n: DatasetSpec(n, n) for n in DATASETS.names()}
+    ds_node = ctx.mapping(raw.get("datasets"), "datasets", raw, "datasets")
+    for name, node in ds_node.items():
+        node = ctx.mapping(node, f"datasets.{name}", ds_node, name)
+        ctx.check_keys(node, DATASET_KEYS, f"datasets.{name}")
+        plugin = node.get("plugin", name)
+        ctx.plugin(DATASETS, plugin, node if "plugin" in node else ds_node,
+                   "plugin" if "plugin" in node else name, f"datasets.{name}.plugin")
+        subset = ctx.typed(node, "train_subset", int, f"datasets.{name}")
+        if subset is not None and subset < 1:
+            ctx.err(node, "train_subset", "must be ≥ 1", f"datasets.{name}.train_subset")
+        datasets[name] = DatasetSpec(name, plugin, subset)
+
+    # attacks
+    attacks: dict[str, AttackSpec] = {}
+    at_node = ctx.mapping(raw.get("attacks"), "attacks", raw, "attacks")
+    for name, node in _resolve_bases(ctx, at_node, "attacks").items():
+        where = f"attacks.{name}"
+        ctx.check_keys(node, ATTACK_KEYS, where)
+        if "plugin" not in node:
+            ctx.err(node, None, "needs a 'plugin'", where)
+        cls = ctx.plugin(ATTACKS, node["plugin"], node, "plugin", f"{where}.plugin")
+        cfg = ctx.config(cls.Config, node.get("config"), node, "config", f"{where}.config")
+        label = ctx.typed(node, "label", str, where, name)
+        attacks[name] = AttackSpec(name, node["plugin"], cfg, label)
+
+    # models
+    models: dict[str, ModelSpec] = {}
+    m_node = ctx.mapping(raw.get("models"), "models", raw, "models")
+    for name, node in _resolve_bases(ctx, m_node, "models").items():
+        where = f"models.{name}"
+        ctx.check_keys(node, MODEL_KEYS, where)
+        for req in ("dataset", "arch", "defense"):
+            if req not in node:
+                ctx.err(node, None, f"needs a '{req}'", where)
+        ds = node["dataset"]
+        if not isinstance(ds, str) or ds not in datasets:
+            ctx.err(node, "dataset", f"unknown dataset {ds!r}{did_you_mean(str(ds), list(datasets))}",
+                    f"{where}.dataset")
+        from bench.modeling import model_config
+        arch = node["arch"]
+        if not isinstance(arch, str):
+            ctx.err(node, "arch", f"must be an architecture name, got {arch!r}", f"{where}.arch")
+        try:
+            _, arch_cfg = model_config(arch, node.get("arch_config"))
+        except PluginError as e:
+            ctx.err(node, "arch", str(e), f"{where}.arch")
+        except ConfigError as e:
+            ctx.err(node, "arch_config", e.message, f"{where}.arch_config.{e.path}")
+        dcls = ctx.plugin(DEFENSES, node["defense"], node, "defense", f"{where}.defense")
+        dcfg = ctx.config(dcls.Config, node.get("defense_config"), node, "defense_config",
+                          f"{where}.defense_config")
+        train_raw = _merge(d_train, ctx.mapping(node.get("train"), f"{where}.train", node, "train"))
+        tcfg = ctx.config(TrainConfig, train_raw, node, "train", f"{where}.train")
+        es_attack = None
+        if tcfg.early_stopping is not None:
+            an = tcfg.early_stopping.attack
+            if an not in attacks:
+                ctx.err(node, "train", f"early_stopping.attack: unknown attack {an!r}"
+                        f"{did_you_mean(an, list(attacks))}", f"{where}.train.early_stopping.attack")
+            es_attack = attacks[an]
+            ctx.eps(node, "train", tcfg.early_stopping.eps, f"{where}.train.early_stopping.eps")
+        ckpt = ctx.typed(node, "checkpoint", str, where)
+        models[name] = ModelSpec(
+            name=name, dataset=datasets[ds], arch=arch, arch_config=arch_cfg,
+            defense=node["defense"], defense_config=dcfg, train=tcfg,
+            seed=ctx.typed(node, "seed", int, where, seed),
+            label=ctx.typed(node, "label", str, where, name), checkpoint=ckpt,
+            precision=precision, early_stopping_attack=es_attack)
+
+    # matrix
+    matrix: list[MatrixEntry] = []
+    mx = raw.get("matrix", [])
+    if not isinstance(mx, list):
+        ctx.err(raw, "matrix", "must be a list of entries", "matrix")
+    seen_entries: dict[str, int] = {}
+    all_tags: set[str] = set()
+    for i, node in enumerate(mx):
+        node = ctx.mapping(node, f"matrix[{i}]", mx, i)
+        name = ctx.typed(node, "name", str, f"matrix[{i}]", f"entry{i}")
+        where = f"matrix.{name}"
+        if name in seen_entries:
+            ctx.err(node, "name", f"duplicate matrix entry name {name!r} (also entry {seen_entries[name]})", where)
+        seen_entries[name] = i
+        ctx.check_keys(node, ENTRY_KEYS, where)
+        tags = ctx.list_of_str(node, "tags", where)
+        all_tags.update(tags)
+        mnames = ctx.list_of_str(node, "models", where)
+        anames = ctx.list_of_str(node, "attacks", where)
+        for key, names, known in (("models", mnames, models), ("attacks", anames, attacks)):
+            if not names:
+                ctx.err(node, key if key in node else None, f"needs at least one of '{key}'", f"{where}.{key}")
+            for n in names:
+                if n not in known:
+                    ctx.err(node, key, f"unknown {key[:-1]} {n!r}{did_you_mean(n, list(known))}", f"{where}.{key}")
+        eps_raw = node.get("eps", [0])
+        eps_list_raw = eps_raw if isinstance(eps_raw, list) else [eps_raw]
+        eps_list = [ctx.eps(node, "eps", e, f"{where}.eps") for e in eps_list_raw]
+        if not eps_list:
+            ctx.err(node, "eps", "must list at least one ε", f"{where}.eps")
+        eval_raw = _merge(d_eval, ctx.mapping(node.get("eval"), f"{where}.eval", node, "eval"))
+        ecfg = ctx.config(EvalConfig, eval_raw, node, "eval", f"{where}.eval")
+        smoke = ctx.typed(node, "smoke", bool, where, False)
+        eseed = ctx.typed(node, "seed", int, where)
+        include: list[tuple[str, str, Eps]] = []
+        inc = node.get("include", [])
+        if not isinstance(inc, list):
+            ctx.err(node, "include", "must be a list of {model, attack, eps}", f"{where}.include")
+        for j, it in enumerate(inc):
+            it = ctx.mapping(it, f"{where}.include[{j}]", inc, j)
+            ctx.check_keys(it, MATCH_KEYS, f"{where}.include[{j}]")
+            for k in MATCH_KEYS:
+                if k not in it:
+                    ctx.err(it, None, f"needs '{k}'", f"{where}.include[{j}]")
+            if it["model"] not in models:
+                ctx.err(it, "model", f"unknown model {it['model']!r}{did_you_mean(str(it['model']), list(models))}",
+                        f"{where}.include[{j}].model")
+            if it["attack"] not in attacks:
+                ctx.err(it, "attack", f"unknown attack {it['attack']!r}{did_you_mean(str(it['attack']), list(attacks))}",
+                        f"{where}.include[{j}].attack")
+            include.append((it["model"], it["attack"], ctx.eps(it, "eps", it["eps"], f"{where}.include[{j}].eps")))
+        exclude: list[Match] = []
+        exc = node.get("exclude", [])
+        if not isinstance(exc, list):
+            ctx.err(node, "exclude", "must be a list of {model?, attack?, eps?}", f"{where}.exclude")
+        for j, it in enumerate(exc):
+            it = ctx.mapping(it, f"{where}.exclude[{j}]", exc, j)
+            ctx.check_keys(it, MATCH_KEYS, f"{where}.exclude[{j}]")
+            if not it:
+                ctx.err(exc, j, "an empty exclude would drop every cell", f"{where}.exclude[{j}]")
+            if "model" in it and it["model"] not in models:
+                ctx.err(it, "model", f"unknown model {it['model']!r}", f"{where}.exclude[{j}].model")
+            if "attack" in it and it["attack"] not in attacks:
+                ctx.err(it, "attack", f"unknown attack {it['attack']!r}", f"{where}.exclude[{j}].attack")
+            exclude.append(Match(it.get("model"), it.get("attack"),
+                                 ctx.eps(it, "eps", it["eps"], f"{where}.exclude[{j}].eps") if "eps" in it else None))
+        matrix.append(MatrixEntry(name, tags, mnames, anames, eps_list, ecfg, smoke, eseed, include, exclude))
+
+    # tables
+    tables: dict[str, TableSpec] = {}
+    t_node = ctx.mapping(raw.get("tables"), "tables", raw, "tables")
+    for order, (name, node) in enumerate(t_node.items()):
+        where = f"tables.{name}"
+        node = ctx.mapping(node, where, t_node, name)
+        ctx.check_keys(node, TABLE_KEYS, where)
+        rows: list[tuple[str, str]] = []
+        rnode = node.get("rows", [])
+        if not isinstance(rnode, list) or not rnode:
+            ctx.err(node, "rows" if "rows" in node else None, "needs a list of rows (model names)", f"{where}.rows")
+        for j, r in enumerate(rnode):
+            m, lbl = (r, None) if isinstance(r, str) else (
+                (r.get("model"), r.get("label")) if isinstance(r, dict) else (None, None))
+            if m not in models:
+                ctx.err(rnode, j, f"unknown model {m!r}{did_you_mean(str(m), list(models))}", f"{where}.rows[{j}]")
+            rows.append((m, lbl or models[m].label))
+        cols: list[Column] = []
+        cnode = node.get("columns", [])
+        if not isinstance(cnode, list) or not cnode:
+            ctx.err(node, "columns" if "columns" in node else None, "needs a list of columns", f"{where}.columns")
+        for j, c in enumerate(cnode):
+            c = ctx.mapping(c, f"{where}.columns[{j}]", cnode, j)
+            ctx.check_keys(c, COLUMN_KEYS, f"{where}.columns[{j}]")
+            a = c.get("attack")
+            if a not in attacks:
+                ctx.err(c, "attack" if "attack" in c else None,
+                        f"unknown attack {a!r}{did_you_mean(str(a), list(attacks))}", f"{where}.columns[{j}].attack")
+            e = ctx.eps(c, "eps", c["eps"], f"{where}.columns[{j}].eps") if "eps" in c else None
+            label = ctx.typed(c, "label", str, f"{where}.columns[{j}]",
+                              attacks[a].label + (f" ε={e.literal}" if e else ""))
+            if any(x.label == label for x in cols):
+                ctx.err(c, "label", f"duplicate column label {label!r}", f"{where}.columns[{j}].label")
+            cols.append(Column(label, a, e))
+        reported: dict[tuple[str, str], float] = {}
+        rep = ctx.mapping(node.get("reported"), f"{where}.reported", node, "reported")
+        col_labels = [c.label for c in cols]
+        row_models = [m for m, _ in rows]
+        for m, vals in rep.items():
+            if m not in row_models:
+                ctx.err(rep, m, f"not a row of this table{did_you_mean(str(m), row_models)}", f"{where}.reported.{m}")
+            vals = ctx.mapping(vals, f"{where}.reported.{m}", rep, m)
+            for lbl, v in vals.items():
+                if lbl not in col_labels:
+                    ctx.err(vals, lbl, f"not a column label{did_you_mean(str(lbl), col_labels)}",
+                            f"{where}.reported.{m}.{lbl}")
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    ctx.err(vals, lbl, f"must be a number (percent), got {v!r}", f"{where}.reported.{m}.{lbl}")
+                reported[(m, lbl)] = float(v)
+        tol = ctx.typed(node, "tolerance", (int, float), where, 2.0)
+        tables[name] = TableSpec(name, ctx.typed(node, "title", str, where, name),
+                                 ctx.typed(node, "source", str, where, ""),
+                                 ctx.typed(node, "order", int, where, order),
+                                 ctx.list_of_str(node, "tags", where), float(tol), rows, cols, reported)
+
+    text_bytes = Path(path).read_bytes() if text is None else text.encode()
+    suite = Suite(path, ctx.typed(raw, "name", str, "name", Path(path).stem), seed, precision, compile_,
+                  datasets, models, attacks, matrix, tables,
+                  sha256=hashlib.sha256(text_bytes).hexdigest(), tags=all_tags)
+    return suite
