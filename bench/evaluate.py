@@ -55,9 +55,14 @@ class EvalData:
 
 
 def sweep_groups(cells: list[Cell]) -> list[list[Cell]]:
+    """Cells that one pass of an attack answers together: the ε of a minimisation attack
+    (or of one that ignores ε). A fixed-ε attack is a group of one, so each of its cells
+    is recorded as soon as it is done."""
     groups: dict[tuple, list[Cell]] = {}
     for c in cells:
-        k = (c.attack.name, c.eval.split, c.eval.n, c.eval.batch_size, c.seed)
+        one_pass = c.attack.cls.minimization or not c.attack.cls.uses_eps
+        k = (c.attack.name, c.eval.split, c.eval.n, c.eval.batch_size, c.seed,
+             None if one_pass else c.eps.literal)
         groups.setdefault(k, []).append(c)
     return list(groups.values())
 

@@ -25,6 +25,7 @@ def library_versions() -> dict[str, str]:
             out[p] = importlib.metadata.version(p)
         except importlib.metadata.PackageNotFoundError:
             pass
+    out["torch"] = torch.__version__          # the build tag too (+cu130, +cpu)
     out["cuda"] = torch.version.cuda or "none"
     if torch.backends.cudnn.is_available():
         out["cudnn"] = str(torch.backends.cudnn.version())

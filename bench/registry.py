@@ -112,6 +112,19 @@ def load_plugins() -> None:
         pkg = importlib.import_module(pkg_name)
         for info in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
             if not info.name.startswith("_"):
-                importlib.import_module(f"{pkg_name}.{info.name}")
+                _import_plugin(f"{pkg_name}.{info.name}")
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()
+        try:
+            ep.load()
+        except Exception as e:
+            raise PluginError(f"plugin entry point {ep.name!r} ({ep.value}) failed to load: "
+                              f"{type(e).__name__}: {e}") from e
+
+
+def _import_plugin(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # a broken plugin is named, not buried in a traceback
+        global _loaded
+        _loaded = False
+        raise PluginError(f"plugin module {module} failed to import: {type(e).__name__}: {e}") from e

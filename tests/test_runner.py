@@ -1,0 +1,303 @@
+"""End to end: a tiny suite into a temporary database; rerun, failures, kill -9, corruption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bench import db
+from bench.attack import Attack
+from bench.cli import main
+from bench.defense import Defense
+from bench.plan import expand
+from bench.registry import register_attack, register_defense
+from bench.runner import Runner
+from bench.spec import load_suite
+from tests.conftest import REPO
+
+
+@register_attack("test_broken")
+class BrokenAttack(Attack):
+    """Always raises: a plugin bug the runner must survive."""
+
+    def perturb(self, model, x, y, eps):
+        raise RuntimeError("plugin bug")
+
+
+@register_defense("test_nan")
+class NaNDefense(Defense):
+    """A training objective that is NaN: the model must fail, the run go on."""
+
+    def loss(self, model, x, y, ctx):
+        return F.cross_entropy(model(x), y) * float("nan")
+
+
+INTERRUPT = {"at_epoch": None}
+
+
+@register_defense("test_interruptible")
+class InterruptibleDefense(Defense):
+    """Plain CE training that raises KeyboardInterrupt at a chosen epoch (a killed run)."""
+
+    @dataclass
+    class Config:
+        tag: int = 0
+
+    def loss(self, model, x, y, ctx):
+        if INTERRUPT["at_epoch"] is not None and ctx.epoch == INTERRUPT["at_epoch"]:
+            raise KeyboardInterrupt
+        return F.cross_entropy(model(x), y)
+
+
+TINY = textwrap.dedent("""\
+    version: 1
+    seed: 0
+    datasets:
+      tiny: {plugin: mnist, train_subset: 1024}
+    attacks:
+      clean: {plugin: clean}
+      pgd5: {plugin: pgd, config: {norm: linf, steps: 5, step_size: 0.05}}
+      broken: {plugin: test_broken}
+    models:
+      m_sgd:
+        dataset: tiny
+        arch: small_cnn
+        defense: sgd
+        train: {epochs: 2, batch_size: 32, lr: 0.05}
+      m_nan:
+        base: m_sgd
+        defense: test_nan
+    matrix:
+      - name: main
+        tags: [t]
+        models: [m_sgd]
+        attacks: [clean, pgd5]
+        eps: [0.1, 0.3]
+        eval: {n: 96, batch_size: 64}
+      - name: bad
+        tags: [bad]
+        models: [m_sgd, m_nan]
+        attacks: [broken, clean]
+        eps: [0.1]
+        eval: {n: 96, batch_size: 64}
+    tables:
+      tab:
+        title: Tiny
+        rows: [m_sgd]
+        columns:
+          - {attack: clean, label: Clean}
+          - {attack: pgd5, eps: 0.3, label: PGD}
+    """)
+
+
+@pytest.fixture
+def tiny(tmp_path, data_root):
+    p = tmp_path / "suite.yaml"
+    p.write_text(TINY)
+    return p
+
+
+def runner_for(suite, tmp_path, data_root, **kw):
+    engine = db.open_db(tmp_path / "r.sqlite")
+    return Runner(suite, engine, data_root=data_root, device="cpu", results_dir=tmp_path / "res",
+                  progress=False, out=lambda s: None, **kw), engine
+
+
+def rows(engine):
+    with Session(engine) as s:
+        return {r.cell_id: r for r in s.scalars(select(db.ResultRecord))}
+
+
+def test_run_records_then_rerun_evaluates_nothing(tiny, tmp_path, data_root):
+    suite = load_suite(tiny)
+    cells = expand(suite, tags=["t"])
+    runner, engine = runner_for(suite, tmp_path, data_root)
+    summary = runner.run(cells)
+    assert summary.exit_status == 0 and len(summary.done) == 3 and summary.trained == ["m_sgd"]
+    got = rows(engine)
+    clean = got["tiny/m_sgd/clean"]
+    assert clean.status == "done" and clean.n == 96 and clean.eps_literal == "0"
+    per_sample = db.unpack_outcomes(clean.outcomes, clean.n)
+    assert per_sample.sum() == clean.n_correct and clean.robust_acc == pytest.approx(per_sample.mean())
+    # a trained model: clean accuracy well above chance, PGD lowers it, ε=0.3 at most ε=0.1
+    p1, p3 = got["tiny/m_sgd/pgd5/eps=0.1"], got["tiny/m_sgd/pgd5/eps=0.3"]
+    assert clean.robust_acc > 0.6
+    assert p3.robust_acc <= p1.robust_acc <= clean.robust_acc and p3.robust_acc < clean.robust_acc
+    # robust means correct on the clean input too
+    assert not (db.unpack_outcomes(p1.outcomes, 96) & ~per_sample).any()
+    # provenance on every row
+    assert clean.config["eval"] == {"split": "test", "n": 96} and clean.precision == "fp32"
+    assert clean.versions["torch"] == torch.__version__ and clean.smoke is False
+    with Session(engine) as s:
+        m = s.scalars(select(db.ModelRecord)).one()
+        assert len(m.curves["loss"]) == 2 and len(m.checkpoint_sha256) == 64
+        t = s.get(db.TableRecord, "tab")
+        assert [c["label"] for c in t.layout["columns"]] == ["Clean", "PGD"]
+    # rerun: nothing trained, nothing evaluated, rows untouched
+    created = {k: r.created for k, r in got.items()}
+    summary2 = runner_for(suite, tmp_path, data_root)[0].run(cells)
+    assert summary2.skipped == 3 and not summary2.done and not summary2.trained
+    assert {k: r.created for k, r in rows(engine).items()} == created
+    # --force reruns, from the checkpoint cache, with the same outcome (seeded)
+    summary3 = runner_for(suite, tmp_path, data_root, force=True)[0].run(cells)
+    assert len(summary3.done) == 3 and summary3.loaded == ["m_sgd"]
+    again = rows(engine)
+    assert again["tiny/m_sgd/pgd5/eps=0.3"].outcomes == p3.outcomes
+
+
+def test_failures_are_recorded_and_the_run_goes_on(tiny, tmp_path, data_root):
+    suite = load_suite(tiny)
+    cells = expand(suite, tags=["bad"])
+    runner, engine = runner_for(suite, tmp_path, data_root)
+    summary = runner.run(cells)
+    assert summary.exit_status == 1
+    got = rows(engine)
+    assert got["tiny/m_sgd/clean"].status == "done"
+    assert got["tiny/m_sgd/broken/eps=0.1"].status == "failed"
+    assert "plugin bug" in got["tiny/m_sgd/broken/eps=0.1"].error
+    nan = got["tiny/m_nan/clean"]
+    assert nan.status == "failed" and "non-finite training loss" in nan.error
+    with Session(engine) as s:
+        assert s.scalars(select(db.RunRecord)).one().status == "failed"
+
+
+def test_corrupt_checkpoint_is_detected_and_retrained(tiny, tmp_path, data_root):
+    suite = load_suite(tiny)
+    cells = expand(suite, filters=["tiny/m_sgd/clean"])
+    runner, engine = runner_for(suite, tmp_path, data_root)
+    runner.run(cells)
+    ckpt = next((tmp_path / "res" / "checkpoints").glob("*.pt"))
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    notes = []
+    r2 = Runner(suite, engine, data_root=data_root, device="cpu", results_dir=tmp_path / "res",
+                progress=False, out=notes.append, force=True)
+    summary = r2.run(cells)
+    assert summary.trained == ["m_sgd"] and not summary.loaded
+    assert any("does not match its recorded sha256" in n for n in notes)
+
+
+def test_interrupted_training_resumes_where_it_stopped(tmp_path, data_root):
+    text = TINY.replace("defense: test_nan", "defense: test_interruptible") \
+               .replace("models: [m_sgd, m_nan]", "models: [m_nan]")
+    p = tmp_path / "suite.yaml"
+    p.write_text(text)
+    suite = load_suite(p)
+    cells = expand(suite, filters=["tiny/m_nan/clean"])
+    INTERRUPT["at_epoch"] = 1
+    try:
+        runner, engine = runner_for(suite, tmp_path, data_root)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(cells)
+    finally:
+        INTERRUPT["at_epoch"] = None
+    resume = list((tmp_path / "res" / "checkpoints").glob("*.resume.pt"))
+    assert len(resume) == 1
+    notes = []
+    r2 = Runner(suite, engine, data_root=data_root, device="cpu", results_dir=tmp_path / "res",
+                progress=False, out=notes.append)
+    r2.run(cells)
+    assert any("resuming m_nan at epoch 2/2" in n for n in notes)
+    assert not list((tmp_path / "res" / "checkpoints").glob("*.resume.pt"))
+    resumed = rows(engine)["tiny/m_nan/clean"].outcomes
+    # the same model trained without interruption gives the same weights, so the same outcomes
+    fresh, engine2 = runner_for(suite, tmp_path / "fresh", data_root)
+    fresh.run(cells)
+    assert rows(engine2)["tiny/m_nan/clean"].outcomes == resumed
+    with Session(engine) as s:
+        statuses = [r.status for r in s.scalars(select(db.RunRecord).order_by(db.RunRecord.id))]
+    assert statuses == ["interrupted", "done"]
+
+
+SLOW = textwrap.dedent("""\
+    version: 1
+    datasets:
+      tiny: {plugin: mnist, train_subset: 256}
+    attacks:
+      slow: {plugin: pgd, config: {steps: 150, step_size: 0.01}}
+    models:
+      m:
+        dataset: tiny
+        arch: small_cnn
+        defense: sgd
+        train: {epochs: 1, batch_size: 64, lr: 0.05}
+    matrix:
+      - name: main
+        models: [m]
+        attacks: [slow]
+        eps: [0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+        eval: {n: 128, batch_size: 128}
+    """)
+
+
+def test_kill_9_loses_nothing_and_the_next_run_resumes(tmp_path, data_root):
+    p = tmp_path / "suite.yaml"
+    p.write_text(SLOW)
+    dbp = tmp_path / "k.sqlite"
+    cmd = [sys.executable, "-m", "bench", "run", str(p), "--db", str(dbp), "--data-root",
+           str(data_root), "--results-dir", str(tmp_path / "res"), "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    engine = db.open_db(dbp)
+    deadline = time.time() + 240
+    done_before = {}
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            done_before = {k: r.outcomes for k, r in rows(engine).items() if r.status == "done"}
+            if done_before:
+                break
+            time.sleep(0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert done_before, "the run recorded nothing before it was killed"
+    assert len(done_before) < 6, "the run finished before the kill; make the cells slower"
+    # the next run skips what was recorded and finishes the rest
+    rc = main(cmd[3:] + ["--no-progress"])
+    assert rc == 0
+    after = rows(engine)
+    assert all(after[k].outcomes == v for k, v in done_before.items())
+    assert len(after) == 6 and all(r.status == "done" for r in after.values())
+    with Session(engine) as s:
+        runs = list(s.scalars(select(db.RunRecord).order_by(db.RunRecord.id)))
+    assert runs[0].status == "running" and runs[0].ended is None   # the killed one, as it was left
+    assert runs[-1].status == "done" and runs[-1].summary["skipped"] == len(done_before)
+
+
+def test_cli_ls_and_dry_run(tiny, tmp_path, data_root, capsys):
+    dbp = str(tmp_path / "c.sqlite")
+    assert main(["ls", str(tiny), "--tag", "t", "--db", dbp]) == 0
+    out = capsys.readouterr().out
+    assert "tiny/m_sgd/pgd5/eps=0.3" in out and "pending" in out
+    assert main(["run", str(tiny), "--tag", "t", "--db", dbp, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would train 1 model(s)" in out and "would evaluate 3 cell(s)" in out
+    assert main(["run", str(tiny), "--tag", "t", "--db", dbp, "--data-root", str(data_root),
+                 "--results-dir", str(tmp_path / "res"), "--no-progress"]) == 0
+    assert main(["ls", str(tiny), "--tag", "t", "--db", dbp]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" done ") == 3
+    assert main(["ls", str(tiny), "--tag", "bad", "--db", dbp, "--filter", "*broken*"]) == 0
+
+
+def test_missing_dataset_offline_is_one_sentence(tiny, tmp_path, capsys):
+    rc = main(["run", str(tiny), "--tag", "t", "--db", str(tmp_path / "x.sqlite"), "--offline",
+               "--data-root", str(tmp_path / "empty"), "--results-dir", str(tmp_path / "res"),
+               "--no-progress"])
+    err = capsys.readouterr().err
+    # the model fails (recorded), the run exits 1, and the reason is one clear sentence
+    assert rc == 1
+    assert "--offline forbids fetching it" in err and "Traceback" not in err
