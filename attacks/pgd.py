@@ -37,6 +37,8 @@ def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float) -> torch
 class PGD(Attack):
     """PGD-k with a uniform random start; defaults are the TRADES CIFAR-10 PGD-20 protocol."""
 
+    strength = 50  # a fixed-budget multi-step gradient attack (bench.sanity's tiers)
+
     @dataclass
     class Config:
         norm: Literal["linf", "l2"] = "linf"

@@ -29,6 +29,7 @@ class CellOutcome:
     details: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
     error: str | None = None
+    flags: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -32,7 +32,8 @@ from bench.modeling import build_model
 from bench.plan import Cell, ModelJob, group
 from bench.precision import Policy, device_name
 from bench.provenance import code_commit, host, library_versions
-from bench.registry import DATASETS
+from bench import sanity
+from bench.registry import ATTACKS, DATASETS
 from bench.spec import Suite
 from bench.train import train_model
 
@@ -188,6 +189,39 @@ class Runner:
         summary.trained.append(job.model.name)
         return model
 
+    # ------------------------------------------------------------------ sanity flags
+    def _model_flags(self, net, job: ModelJob, data: EvalData) -> list[str]:
+        """Randomised outputs or zero/non-finite input gradients, on 64 evaluation images."""
+        c = job.cells[0]
+        try:
+            x, y, _ = next(data.get(c.model.dataset.plugin, c.eval.split).head(64).batches(64))
+            return sanity.model_flags(net, x, y)
+        except Exception as e:  # a check that cannot run is itself worth a note, not a failure
+            self.out(f"warning: model sanity checks for {job.model.name} did not run: {_one_line(e)}")
+            return []
+
+    def _update_result_flags(self, model_key: str) -> None:
+        """Recompute the cross-result flags of every stored result of this model."""
+        with Session(self.engine) as s:
+            recs = list(s.scalars(select(db.ResultRecord).where(
+                db.ResultRecord.model_key == model_key, db.ResultRecord.status == "done")))
+            if not recs:
+                return
+            rows = []
+            for r in recs:
+                try:
+                    cls = ATTACKS.get(r.attack_plugin)
+                except Exception:
+                    cls = None
+                rows.append(sanity.row_from_record(r, cls))
+            flags = sanity.result_flags(rows)
+            for r in recs:
+                keep = [f for f in (r.flags or []) if f in sanity.MODEL_FLAGS]
+                new = sorted(set(keep) | set(flags.get(r.cell_key, [])))
+                if new != list(r.flags or []):
+                    r.flags = new
+            s.commit()
+
     # ------------------------------------------------------------------ the run
     def run(self, cells: list[Cell]) -> RunSummary:
         t0 = time.perf_counter()
@@ -213,7 +247,9 @@ class Runner:
                         summary.failed.append((c, msg))
                     continue
                 net = self.policy.wrap(model)
+                mflags = self._model_flags(net, job, data)
                 for outcome in evaluate(net, job.cells, data, progress=self.progress):
+                    outcome.flags = mflags
                     self._record(outcome, run_id, job.key)
                     if outcome.ok:
                         acc = float(outcome.outcomes.mean()) if outcome.outcomes.size else float("nan")
@@ -223,6 +259,7 @@ class Runner:
                     else:
                         summary.failed.append((outcome.cell, outcome.error))
                         self.out(f"  {outcome.cell.id}: FAILED {outcome.error}")
+                self._update_result_flags(job.key)
                 del net, model
             status = "done" if not summary.failed else "failed"
         except KeyboardInterrupt:

@@ -301,3 +301,35 @@ def test_missing_dataset_offline_is_one_sentence(tiny, tmp_path, capsys):
     # the model fails (recorded), the run exits 1, and the reason is one clear sentence
     assert rc == 1
     assert "--offline forbids fetching it" in err and "Traceback" not in err
+
+
+from bench.modeling import ModelPlugin  # noqa: E402
+from bench.registry import register_model  # noqa: E402
+
+
+class _Noisy(torch.nn.Module):
+    def __init__(self, c, k):
+        super().__init__()
+        self.fc = torch.nn.Linear(c * 28 * 28, k)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) + torch.randn(x.shape[0], self.fc.out_features)
+
+
+@register_model("test_noisy")
+class NoisyModel(ModelPlugin):
+    """A model whose outputs are random: the runner must flag its results."""
+
+    def build(self, info):
+        return _Noisy(info.shape[0], info.num_classes)
+
+
+def test_sanity_flags_are_stored_on_results(tiny, tmp_path, data_root):
+    text = TINY.replace("defense: test_nan", "defense: sgd\n    arch: test_noisy") \
+               .replace("models: [m_sgd, m_nan]", "models: [m_nan]")
+    p = tmp_path / "s2.yaml"
+    p.write_text(text)
+    suite = load_suite(p)
+    runner, engine = runner_for(suite, tmp_path, data_root)
+    runner.run(expand(suite, filters=["tiny/m_nan/clean"]))
+    assert "randomized_outputs" in rows(engine)["tiny/m_nan/clean"].flags

@@ -1,0 +1,246 @@
+"""Evaluation sanity flags: signs that a robustness number should not be trusted.
+
+Pure functions the runner calls; none of them knows an attack by name.
+
+* `model_flags(model, x, y)` — on a small batch: "randomized_outputs" (two identical
+  forward passes in eval mode disagree: gradient attacks and single-pass robust
+  accuracy are unreliable, use EoT), "zero_gradients" (some sample's input gradient
+  of the cross-entropy is exactly zero: masked or shattered gradients),
+  "nonfinite_gradients" (NaN/inf in that gradient). These mirror AutoAttack's
+  `checks.py` and RobustBench's admission rules.
+* `result_flags(rows)` — across stored results: "robust_above_clean" (a cell's robust
+  accuracy above its model's clean accuracy on the same examples),
+  "not_monotone_in_eps" (robust accuracy of one model/attack increasing with ε), and
+  "weaker_attack_stronger" (an attack declared weaker finds lower robust accuracy than
+  a stronger one on the same model, norm and ε).
+* `worst_case(outcomes)` — the per-sample AND over attacks (robust against all).
+
+Attack traits are optional class attributes of attack plugins, read with `getattr`:
+  `strength: int` — declared strength tier; only attacks that both declare one and
+      differ in it are compared. Scale: 100 = the reference (AutoAttack, strongest);
+      50 = fixed-budget multi-step gradient attacks (PGD, CW-ℓ∞, CW-ℓ2); lower =
+      weaker by design (ATENT-as-attack 30, DeepFool 10). Same tier: not compared.
+  `bounded_by_clean: bool` (default True) — False where the evaluated classifier is
+      not the model whose clean accuracy is stored (randomized-smoothing certification).
+  `uses_eps: bool` (the base class's) — False marks the clean-accuracy row.
+
+Per-sample outcomes are compared on the examples two rows have in common: rows with
+the same `data` key (split, example selection) and the first min(n₁, n₂) samples —
+the evaluation set is the first n test examples in a fixed order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections import defaultdict
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RANDOMIZED_OUTPUTS = "randomized_outputs"
+ZERO_GRADIENTS = "zero_gradients"
+NONFINITE_GRADIENTS = "nonfinite_gradients"
+ROBUST_ABOVE_CLEAN = "robust_above_clean"
+NOT_MONOTONE_IN_EPS = "not_monotone_in_eps"
+WEAKER_ATTACK_STRONGER = "weaker_attack_stronger"
+MODEL_FLAGS = (RANDOMIZED_OUTPUTS, ZERO_GRADIENTS, NONFINITE_GRADIENTS)
+
+
+# ----------------------------------------------------------------------------- model flags
+
+def model_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                rtol: float = 1e-4, atol: float = 1e-5) -> list[str]:
+    """Flags of a model measured on a small batch (x in [0, 1], on the model's device).
+
+    Outputs differing between two identical eval-mode passes by more than
+    `atol + rtol·|z|` count as randomized (the tolerance absorbs nondeterministic GPU
+    kernels). Gradients are of the summed cross-entropy w.r.t. the input only.
+    """
+    flags: list[str] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            z1, z2 = model(x), model(x)
+        if z1.shape != z2.shape or not torch.allclose(z1.float(), z2.float(), rtol=rtol,
+                                                      atol=atol, equal_nan=True):
+            flags.append(RANDOMIZED_OUTPUTS)
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(xg).float(), y, reduction="sum")
+            if loss.requires_grad:
+                (grad,) = torch.autograd.grad(loss, xg, allow_unused=True)
+            else:
+                grad = None
+        if grad is None:
+            grad = torch.zeros_like(xg)
+        if not bool(torch.isfinite(grad).all()):
+            flags.append(NONFINITE_GRADIENTS)
+        per_sample = grad.detach().flatten(1).abs().sum(dim=1)
+        if bool((per_sample == 0).any()):
+            flags.append(ZERO_GRADIENTS)
+    finally:
+        model.train(was_training)
+    return flags
+
+
+# ----------------------------------------------------------------------------- result rows
+
+def unpack_outcomes(blob: bytes | bytearray | memoryview | np.ndarray, n: int) -> np.ndarray:
+    """Per-sample bools from `np.packbits` bytes (the results database's format)."""
+    data = np.frombuffer(bytes(blob), dtype=np.uint8) if not isinstance(blob, np.ndarray) \
+        else blob.astype(np.uint8, copy=False)
+    return np.unpackbits(data, count=n).astype(bool)
+
+
+@dataclasses.dataclass
+class ResultRow:
+    """One stored result as the flags see it.
+
+    key        the result's key (cell key); flags are returned per key
+    model_key  the evaluated model
+    attack     the attack as configured (suite name): rows of one attack across ε
+    norm, eps  the threat model (eps: float; for certification the radius)
+    outcomes   per-sample robust outcomes: a bool array, or `np.packbits` bytes with `n`
+    clean      True for the clean-accuracy row of the model
+    strength   the attack plugin's declared strength tier, None if undeclared
+    bounded_by_clean  False where clean accuracy is no upper bound (certification)
+    data       which examples (e.g. "test[:1000]"): rows compare only within one data key
+    """
+
+    key: str
+    model_key: str
+    attack: str
+    norm: str | None
+    eps: float
+    outcomes: Any
+    clean: bool = False
+    strength: int | None = None
+    bounded_by_clean: bool = True
+    data: str = ""
+    n: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.outcomes, (bytes, bytearray, memoryview)):
+            if self.n is None:
+                raise ValueError(f"{self.key}: packed outcomes need n")
+            self.outcomes = unpack_outcomes(self.outcomes, self.n)
+        self.outcomes = np.asarray(self.outcomes, dtype=bool).reshape(-1)
+        if self.n is None:
+            self.n = int(self.outcomes.size)
+        elif self.n != self.outcomes.size:
+            raise ValueError(f"{self.key}: n = {self.n} but {self.outcomes.size} outcomes")
+        self.eps = float(self.eps)
+
+    @classmethod
+    def coerce(cls, row: "ResultRow | Mapping[str, Any]") -> "ResultRow":
+        if isinstance(row, ResultRow):
+            return row
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in row.items() if k in names})
+
+
+def row_from_record(record: Any, attack_cls: type | None = None, *, data: str | None = None
+                    ) -> ResultRow:
+    """A ResultRow from a stored result (attributes cell_key, model_key, attack, norm, eps,
+    n, outcomes as packed bits, split) and its attack plugin class (for the traits)."""
+    uses_eps = getattr(attack_cls, "uses_eps", True) if attack_cls is not None else True
+    return ResultRow(
+        key=record.cell_key, model_key=record.model_key, attack=record.attack,
+        norm=record.norm, eps=record.eps, outcomes=record.outcomes, n=record.n,
+        clean=not uses_eps,
+        strength=getattr(attack_cls, "strength", None),
+        bounded_by_clean=getattr(attack_cls, "bounded_by_clean", True),
+        data=data if data is not None else f"{getattr(record, 'split', '')}",
+    )
+
+
+# ----------------------------------------------------------------------------- result flags
+
+def _common(a: ResultRow, b: ResultRow) -> tuple[int, int, int]:
+    """Robust counts of a and b on their first min(n_a, n_b) samples, and that m."""
+    m = min(a.outcomes.size, b.outcomes.size)
+    return int(a.outcomes[:m].sum()), int(b.outcomes[:m].sum()), m
+
+
+def _eps_key(eps: float) -> float:
+    return round(float(eps), 12)
+
+
+def result_flags(rows: Iterable[ResultRow | Mapping[str, Any]], *, slack: int = 1
+                 ) -> dict[str, list[str]]:
+    """Flags per row key (every key present, possibly with no flags).
+
+    robust_above_clean: robust count > clean count on the same examples (no slack:
+        the base class makes a robust sample a clean-correct one, so any excess is a bug
+        or a nondeterministic model).
+    not_monotone_in_eps: for one (model, data, attack, norm), the robust count at a
+        larger ε exceeds that at a smaller ε by more than `slack` samples; the row at
+        the larger ε is flagged.
+    weaker_attack_stronger: at one (model, data, norm, ε), an attack of lower declared
+        strength finds a robust count lower than a stronger attack's by more than
+        `slack` samples; both rows are flagged.
+    """
+    rs = [ResultRow.coerce(r) for r in rows]
+    flags: dict[str, list[str]] = {r.key: [] for r in rs}
+
+    def add(row: ResultRow, flag: str) -> None:
+        if flag not in flags[row.key]:
+            flags[row.key].append(flag)
+
+    clean_rows: dict[tuple, list[ResultRow]] = defaultdict(list)
+    for r in rs:
+        if r.clean:
+            clean_rows[(r.model_key, r.data)].append(r)
+    attacked = [r for r in rs if not r.clean]
+
+    for r in attacked:
+        if not r.bounded_by_clean:
+            continue
+        for c in clean_rows.get((r.model_key, r.data), []):
+            robust, clean, _ = _common(r, c)
+            if robust > clean:
+                add(r, ROBUST_ABOVE_CLEAN)
+
+    by_attack: dict[tuple, list[ResultRow]] = defaultdict(list)
+    for r in attacked:
+        by_attack[(r.model_key, r.data, r.attack, r.norm)].append(r)
+    for group in by_attack.values():
+        group.sort(key=lambda r: r.eps)
+        for lo, hi in itertools.combinations(group, 2):
+            if hi.eps <= lo.eps:
+                continue
+            a_lo, a_hi, _ = _common(lo, hi)
+            if a_hi > a_lo + slack:
+                add(hi, NOT_MONOTONE_IN_EPS)
+
+    by_cell: dict[tuple, list[ResultRow]] = defaultdict(list)
+    for r in attacked:
+        if r.strength is not None:
+            by_cell[(r.model_key, r.data, r.norm, _eps_key(r.eps))].append(r)
+    for group in by_cell.values():
+        for a, b in itertools.combinations(group, 2):
+            if a.strength == b.strength:
+                continue
+            weak, strong = (a, b) if a.strength < b.strength else (b, a)
+            n_weak, n_strong, _ = _common(weak, strong)
+            if n_weak < n_strong - slack:
+                add(weak, WEAKER_ATTACK_STRONGER)
+                add(strong, WEAKER_ATTACK_STRONGER)
+    return flags
+
+
+def worst_case(outcomes: Sequence[np.ndarray | torch.Tensor]) -> np.ndarray:
+    """Per-sample AND of robust outcomes over attacks (same examples, same order)."""
+    arrays = [np.asarray(o.cpu() if isinstance(o, torch.Tensor) else o, dtype=bool).reshape(-1)
+              for o in outcomes]
+    if not arrays:
+        raise ValueError("worst_case needs at least one outcome array")
+    sizes = {a.size for a in arrays}
+    if len(sizes) != 1:
+        raise ValueError(f"outcome arrays of different lengths {sorted(sizes)}")
+    return np.logical_and.reduce(arrays)
