@@ -1,0 +1,512 @@
+"""Recipe tests of the training defenses (CPU, tiny models; each fails if its recipe is wrong)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.config import build_config, describe_config
+from bench.defense import StepContext
+from bench.perturb import norms, within
+from bench.registry import DEFENSES
+from defenses.atent import atent_chain, ema_loss
+from defenses.mart import boosted_ce, mart_objective, mart_weight
+from defenses.mma import anpgd, bisection_search, soft_logit_margin
+from defenses.trades import trades_adversarial, trades_kl
+
+NAMES = ["trades", "mart", "entropy_sgd", "mma", "atent", "gaussian", "trades_smooth"]
+SHAPE = (1, 6, 6)
+D = 36
+
+
+def mlp(bn: bool = False) -> nn.Module:
+    layers = [nn.Flatten(), nn.Linear(D, 16)]
+    if bn:
+        layers.append(nn.BatchNorm1d(16))
+    layers += [nn.ReLU(), nn.Linear(16, 10)]
+    return nn.Sequential(*layers)
+
+
+class Data:
+    """A tiny in-memory dataset with a `next_batch` that cycles deterministically."""
+
+    def __init__(self, n: int = 64, batch: int = 8, seed: int = 1):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.rand(n, *SHAPE, generator=g) * 0.6 + 0.2
+        self.y = torch.randint(0, 10, (n,), generator=g)
+        self.batch, self.pos, self.calls = batch, 0, 0
+
+    def next_batch(self):
+        i = torch.arange(self.pos, self.pos + self.batch) % len(self.y)
+        self.pos += self.batch
+        self.calls += 1
+        return self.x[i], self.y[i], i
+
+
+def make_ctx(data: Data, index: torch.Tensor, step: int = 0) -> StepContext:
+    return StepContext(epoch=0, step=step, index=index, next_batch=data.next_batch,
+                       autocast=contextlib.nullcontext, num_classes=10,
+                       dataset_size=len(data.y))
+
+
+class ModeRecorder(nn.Module):
+    """Wraps a model and records `training` at every forward."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.modes = inner, []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        return self.inner(x)
+
+
+class ZeroGrad(nn.Module):
+    """Logits independent of the input (∇ₓ = 0 exactly) but depending on parameters."""
+
+    def __init__(self, n_in: int = D, n_out: int = 10):
+        super().__init__()
+        self.lin = nn.Linear(n_in, n_out)
+
+    def forward(self, x):
+        return self.lin(torch.zeros_like(x.flatten(1))) + 0.0 * x.flatten(1).sum(1, keepdim=True)
+
+
+# --------------------------------------------------------------------------- generic
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_train_step_is_finite_and_moves_parameters(name):
+    data = Data()
+    cls = DEFENSES.get(name)
+    defense = cls(build_config(cls.Config, {}), num_classes=10, dataset_size=len(data.y))
+    model = mlp(bn=True).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    x, y, i = data.next_batch()
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = defense.train_step(model, opt, x, y, make_ctx(data, i))
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert model.training
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert describe_config(cls.Config)
+
+
+def test_configs_parse_eps_literals():
+    cfg = build_config(DEFENSES.get("trades").Config, {"eps": "8/255", "norm": "l2"})
+    assert cfg.eps_value == pytest.approx(8 / 255) and cfg.step_value == pytest.approx(2 * 8 / 255 / 10)
+    assert build_config(DEFENSES.get("trades").Config, {}).step_value == 0.007
+    assert build_config(DEFENSES.get("mma").Config, {"norm": "l2"}).mineps_value == 0.5
+    assert build_config(DEFENSES.get("atent").Config, {"eps": 0.3}).eps_value == 0.3
+    assert build_config(DEFENSES.get("trades_smooth").Config, {}).norm == "l2"
+
+
+# --------------------------------------------------------------------------- TRADES
+
+def test_trades_beta_zero_takes_the_plain_ce_step():
+    data = Data()
+    x, y, i = data.next_batch()
+    torch.manual_seed(3)
+    model_0 = mlp(bn=True).train()
+    models = [copy.deepcopy(model_0) for _ in range(3)]
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3) for m in models]
+    cls = DEFENSES.get("trades")
+    cls(cls.Config(beta=0.0)).train_step(models[0], opts[0], x, y, make_ctx(data, i))
+    opts[1].zero_grad()
+    F.cross_entropy(models[1](x), y).backward()
+    opts[1].step()
+    cls(cls.Config(beta=6.0)).train_step(models[2], opts[2], x, y, make_ctx(data, i))
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(models[2].parameters(), models[1].parameters()))
+
+
+def test_trades_kl_is_batchmean_of_hand_kl():
+    nat = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.0, 3.0]], dtype=torch.float64, requires_grad=True)
+    adv = torch.tensor([[1.0, 0.0, 0.0], [-2.0, 1.0, 0.5]], dtype=torch.float64)
+    p = np.exp(nat.detach().numpy()); p /= p.sum(1, keepdims=True)
+    q = np.exp(adv.numpy()); q /= q.sum(1, keepdims=True)
+    expected = (p * (np.log(p) - np.log(q))).sum() / 2
+    got = trades_kl(nat, adv)
+    assert float(got.detach()) == pytest.approx(expected, rel=1e-6)
+    got.backward()  # the natural distribution is not detached
+    assert nat.grad.abs().sum() > 0
+
+
+def test_trades_objective_and_inner_loop():
+    data = Data()
+    x, y, i = data.next_batch()
+    model = ModeRecorder(mlp()).train()
+    cls = DEFENSES.get("trades")
+    for norm, eps in (("linf", 0.031), ("l2", 0.5)):
+        d = cls(cls.Config(norm=norm, eps=eps, beta=6.0, steps=5))
+        torch.manual_seed(7)
+        model.modes.clear()
+        loss = d.loss(model, x, y, make_ctx(data, i))
+        assert model.training
+        # 1 target forward + K inner forwards in eval mode, then x, x_adv, x in train mode
+        assert model.modes == [False] * 6 + [True] * 3
+        torch.manual_seed(7)
+        x_adv = d.adversarial(model, x)
+        assert bool(within(x_adv, x, eps, norm).all())
+        with torch.no_grad():
+            expected = F.cross_entropy(model(x), y) + 6.0 * trades_kl(model(x), model(x_adv))
+            start = trades_kl(model(x), model((x + 0.001 * torch.randn_like(x)).clamp(0, 1)))
+            assert trades_kl(model(x), model(x_adv)) > start  # the inner loop ascends the KL
+        assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_trades_inner_start_and_l2_step_by_hand():
+    data = Data()
+    x, y, _ = data.next_batch()
+    model = mlp().eval()
+    torch.manual_seed(8)
+    x0 = trades_adversarial(model, x, eps=0.5, step=0.1, steps=0, norm="linf")
+    assert float((x0 - x).std()) == pytest.approx(0.001, rel=0.1)   # x + 0.001·N(0, I)
+    x = x.clone()
+    x[:, :, :2], x[:, :, -2:] = 0.0, 1.0   # saturated pixels: the box clamp matters
+    eps = 0.1
+    torch.manual_seed(9)
+    got = trades_adversarial(model, x, eps=eps, step=2 * eps, steps=1, norm="l2")
+    torch.manual_seed(9)
+    delta = 0.001 * torch.randn_like(x)
+    delta.requires_grad_(True)
+    kl = F.kl_div(F.log_softmax(model(x + delta), 1), F.softmax(model(x), 1).detach(), reduction="sum")
+    (g,) = torch.autograd.grad(kl, delta)
+    g = g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    delta = ((x + delta.detach() + 2 * eps * g).clamp(0, 1) - x).flatten(1)
+    delta = delta * (eps / delta.norm(dim=1, keepdim=True)).clamp(max=1.0)
+    assert torch.allclose(got, x + delta.view_as(x), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- MART
+
+def test_mart_weight_and_boosted_ce_by_hand():
+    g = torch.Generator().manual_seed(0)
+    nat = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    adv = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 1])
+    adv[1] = torch.tensor([0.0, 5.0, 1.0, -1.0], dtype=torch.float64)  # top class is y: y′ = 2nd
+    p = np.exp(nat.numpy()); p /= p.sum(1, keepdims=True)
+    q = np.exp(adv.numpy()); q /= q.sum(1, keepdims=True)
+    idx = np.arange(5)
+    w = 1.0000001 - p[idx, y.numpy()]
+    assert np.allclose(mart_weight(nat, y).numpy(), w, rtol=0, atol=1e-12)
+    masked = q.copy(); masked[idx, y.numpy()] = -1
+    y_wrong = masked.argmax(1)
+    assert y_wrong[1] == 2
+    bce = (-np.log(q[idx, y.numpy()])).mean() + (-np.log(1.0001 - q[idx, y_wrong] + 1e-12)).mean()
+    assert float(boosted_ce(adv, y)) == pytest.approx(bce, rel=1e-9)
+    kl = (p * (np.log(p) - np.log(q + 1e-12))).sum(1)
+    expected = bce + 6.0 * (kl * w).sum() / 5
+    assert float(mart_objective(nat, adv, y, 6.0)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_mart_inner_loop_is_ce_pgd_in_eval_mode():
+    data = Data()
+    x, y, i = data.next_batch()
+    model = ModeRecorder(mlp()).train()
+    cls = DEFENSES.get("mart")
+    d = cls(cls.Config(steps=4))
+    torch.manual_seed(2)
+    loss = d.loss(model, x, y, make_ctx(data, i))
+    assert model.modes == [False] * 4 + [True] * 2 and model.training
+    torch.manual_seed(2)
+    x_adv = d.adversarial(model, x, y)
+    assert bool(within(x_adv, x, 0.031, "linf").all())
+    with torch.no_grad():
+        assert F.cross_entropy(model(x_adv), y) > F.cross_entropy(model(x), y)
+        expected = mart_objective(model(x), model(x_adv), y, 6.0)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- ATENT
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_atent_noise_has_the_stated_scale(norm):
+    x = torch.full((64, 1, 16, 16), 0.5)
+    y = torch.zeros(64, dtype=torch.long)
+    step, noise = 0.02, 0.25  # std = 0.25·√0.04 = 0.05
+    it = atent_chain(ZeroGrad(256), x, y, norm=norm, eps=10.0, step=step, steps=2, noise=noise,
+                     gamma=0.0, project_last=False, init="none")
+    for a, b in zip(it[:-1], it[1:]):
+        std = float((b - a).std())
+        assert std == pytest.approx(noise * math.sqrt(2 * step), rel=0.03)
+        assert abs(float((b - a).mean())) < 2e-3
+
+
+def test_atent_gamma_pulls_towards_the_clean_point_and_linf_option():
+    x = torch.full((4, *SHAPE), 0.5)
+    y = torch.zeros(4, dtype=torch.long)
+    kw = dict(norm="linf", eps=0.1, step=0.01, steps=1, noise=0.0, gamma=0.2,
+              project_last=False, init="code")
+    torch.manual_seed(0)
+    x0, x1 = atent_chain(ZeroGrad(), x, y, gamma_linf=True, **kw)
+    assert torch.allclose(x0 - x, 0.1 * torch.sign(x0 - x))          # the code's random corner
+    assert torch.allclose(x1 - x0, 0.2 * (x - x0), atol=1e-7)
+    torch.manual_seed(0)
+    x0, x1 = atent_chain(ZeroGrad(), x, y, gamma_linf=False, **kw)   # the code: γ ignored for ℓ∞
+    assert torch.equal(x1, x0)
+
+
+def test_atent_linf_projects_only_the_last_iterate():
+    data = Data()
+    x, y, _ = data.next_batch()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(D, 10))
+    kw = dict(norm="linf", eps=0.02, step=0.05, steps=4, noise=0.0, gamma=0.0, init="none")
+    it = atent_chain(model, x, y, **kw)
+    dist = [float(norms(z - x, "linf").min()) for z in it[1:]]
+    assert all(dd > 0.04 for dd in dist[:-1])                   # intermediate: outside the ball
+    assert bool(within(it[-1], x, 0.02, "linf").all())          # last: projected (Eq. 14)
+    it = atent_chain(model, x, y, project_every_step=True, **kw)  # MNIST ℓ∞ variant
+    assert all(bool(within(z, x, 0.02, "linf").all()) for z in it[1:])
+
+
+def test_atent_loss_is_the_exponential_average_over_iterates():
+    data = Data()
+    x, y, i = data.next_batch()
+    model = ModeRecorder(mlp()).train()
+    cls = DEFENSES.get("atent")
+    d = cls(cls.Config(steps=3, alpha=0.9))
+    torch.manual_seed(5)
+    loss = d.loss(model, x, y, make_ctx(data, i))
+    assert model.modes == [False] * 3 + [True] * 3 and model.training  # paper: eval while sampling
+    torch.manual_seed(5)
+    it = d.sample(model, x, y)
+    with torch.no_grad():
+        ce = [float(F.cross_entropy(model(z), y)) for z in it[1:]]
+    expected = 0.9 * ce[2] + 0.9 * 0.1 * ce[1] + 0.9 * 0.01 * ce[0]
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    assert float(ema_loss([torch.tensor(1.0)] * 2, 0.9)) == pytest.approx(0.99)
+    model.modes.clear()
+    cls(cls.Config(steps=2, inner_mode="train")).loss(model, x, y, make_ctx(data, i))
+    assert model.modes == [True] * 4
+
+
+# --------------------------------------------------------------------------- Entropy-SGD
+
+def test_entropy_sgd_with_L0_is_sgd_nesterov_exactly():
+    data = Data()
+    torch.manual_seed(4)
+    model_a = mlp(bn=True).train()
+    model_b = copy.deepcopy(model_a)
+    cls = DEFENSES.get("entropy_sgd")
+    d = cls(cls.Config(L=0))
+    from bench.recipe import TrainConfig
+    opt_a = d.make_optimizer(model_a.parameters(), TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4))
+    opt_b = torch.optim.SGD(model_b.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    for step in range(3):
+        x, y, i = data.next_batch()
+        la = d.train_step(model_a, opt_a, x, y, make_ctx(data, i, step))
+        opt_b.zero_grad()
+        lb = F.cross_entropy(model_b(x), y)
+        lb.backward()
+        opt_b.step()
+        assert torch.equal(la, lb.detach())
+    for a, b in zip(model_a.parameters(), model_b.parameters()):
+        assert torch.equal(a, b)
+    assert data.calls == 3  # L = 0 draws no extra minibatch
+
+
+def test_entropy_sgd_inner_loop_by_hand():
+    data = Data()
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(D, 10))
+    ref = copy.deepcopy(model)
+    lr, mom, wd, eta, beta1, g0, g1, step = 0.05, 0.9, 1e-3, 0.1, 0.75, 0.5, 0.1, 3
+    cls = DEFENSES.get("entropy_sgd")
+    d = cls(cls.Config(L=2, inner_lr=eta, beta1=beta1, noise=0.0, gamma0=g0, gamma1=g1))
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=mom, nesterov=True, weight_decay=wd)
+    x, y, i = data.next_batch()
+    batches = [data.next_batch(), data.next_batch()]
+    data.pos, data.calls = 8, 0
+    d.train_step(model, opt, x, y, make_ctx(data, i, step))
+    assert data.calls == 2
+
+    gamma = g0 * (1 + g1) ** step
+    wc = {n: p.detach().clone() for n, p in ref.named_parameters()}
+    w = {n: t.clone() for n, t in wc.items()}
+    mu = {n: t.clone() for n, t in wc.items()}
+    buf = {n: torch.zeros_like(t) for n, t in wc.items()}
+    for xb, yb, _ in batches:
+        wg = {n: t.clone().requires_grad_(True) for n, t in w.items()}
+        loss = F.cross_entropy(torch.func.functional_call(ref, wg, (xb,)), yb)
+        grads = dict(zip(wg, torch.autograd.grad(loss, list(wg.values()))))
+        for n in w:
+            dw = grads[n] + wd * w[n]
+            buf[n] = mom * buf[n] + dw
+            dw = dw + mom * buf[n] - gamma * (wc[n] - w[n])
+            w[n] = w[n] - eta * dw
+            mu[n] = beta1 * mu[n] + (1 - beta1) * w[n]
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=lr, momentum=mom, nesterov=True, weight_decay=wd)
+    for n, p in ref.named_parameters():
+        p.grad = wc[n] - mu[n]
+    ref_opt.step()
+    for (n, a), b in zip(model.named_parameters(), ref.parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), n
+    assert not torch.allclose(ref[1].weight, wc["1.weight"])
+
+
+def test_entropy_sgd_noise_scale():
+    data = Data()
+    model = ZeroGrad(D, 2000)  # 72k weights whose loss gradient is exactly 0
+    cls = DEFENSES.get("entropy_sgd")
+    eta, noise, beta1 = 0.1, 1e-2, 0.75
+    d = cls(cls.Config(L=1, inner_lr=eta, noise=noise, beta1=beta1, gamma0=0.0, inner_momentum=0.0))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    x, y, i = data.next_batch()
+    d.train_step(model, opt, x, y, make_ctx(data, i))
+    # the weight's loss gradient is exactly 0 (input zeroed): grad = (1−β₁)(w_c − w₁) = (1−β₁)·noise·√(2η′)·N
+    g = model.lin.weight.grad / (1 - beta1)
+    assert float(g.std()) == pytest.approx(noise * math.sqrt(2 * eta), rel=0.03)
+
+
+# --------------------------------------------------------------------------- MMA
+
+def linear2(w: torch.Tensor, b: float) -> nn.Module:
+    """Two-class linear model with z₁ − z₀ = w·x + b."""
+    m = nn.Sequential(nn.Flatten(), nn.Linear(w.numel(), 2))
+    with torch.no_grad():
+        m[1].weight.zero_()
+        m[1].bias.zero_()
+        m[1].weight[1] = w
+        m[1].bias[1] = b
+    return m.eval()
+
+
+def test_soft_logit_margin_by_hand():
+    z = torch.tensor([[1.0, 2.0, 0.5], [3.0, -1.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([1, 0])
+    expected = [np.log(np.exp(1.0) + np.exp(0.5)) - 2.0, np.log(np.exp(-1.0) + 1.0) - 3.0]
+    assert np.allclose(soft_logit_margin(z, y).numpy(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_mma_bisection_finds_the_linear_margin(norm):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(D, generator=g)
+    x = torch.rand(6, *SHAPE, generator=g) * 0.4 + 0.3
+    s = x.flatten(1) @ w
+    b = float(-s.median()) + 0.05
+    y = ((s + b) > 0).long()
+    margin = (s + b).abs()
+    dual = w.norm(p=2) if norm == "l2" else w.abs().sum()
+    d_true = margin / dual
+    model = linear2(w, b)
+    sign = torch.where(y == 1, -1.0, 1.0).view(-1, 1)     # move towards the other class
+    direction = (w / w.norm()) if norm == "l2" else w.sign()
+    unit = (sign * direction).view(-1, *SHAPE)
+    maxeps = torch.full((6,), float(d_true.max()) * 1.5)
+    for start in (0.5, 1.3):  # below and above the boundary
+        cur = d_true * start
+        with torch.no_grad():
+            m0 = soft_logit_margin(model(x + cur.view(-1, 1, 1, 1) * unit), y)
+        found = bisection_search(model, x, y, unit, cur, m0, maxeps, steps=10)
+        assert torch.all((found - d_true).abs() <= maxeps / 2 ** 10 + 1e-6)
+    # the full AN-PGD finds the same direction (no random start: exact)
+    prev = d_true * 0.5
+    x_b, eps = anpgd(model, x, y, prev, norm=norm, nb_iter=10, maxeps=float(maxeps[0]),
+                     rand_init=False)
+    assert torch.all((eps - d_true).abs() <= maxeps / 2 ** 10 + 1e-5)
+    assert torch.allclose(norms(x_b - x, norm), eps, atol=1e-5)
+
+
+def test_mma_state_hinge_and_clean_coefficient():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(D, generator=g)
+    data = Data(n=16, batch=8)
+    s = data.x.flatten(1) @ w
+    b = float(-s.median()) + 0.01
+    data.y = ((s + b) > 0).long()
+    assert float(((s + b).abs() / w.norm()).min()) > 1.1e-3
+    model = linear2(w * 50, b * 50).train()   # every example correct, far from the boundary
+    cls = DEFENSES.get("mma")
+    d = cls(cls.Config(d_max=1e-3, mineps=1e-4, clean_loss_coeff=1 / 3), dataset_size=16)
+    x, y, i = data.next_batch()
+    loss = d.loss(model, x, y, make_ctx(data, i))
+    with torch.no_grad():
+        clean = F.cross_entropy(model(x), y)
+    # all boundary distances exceed d_max: only the clean term (weight 1/3) remains
+    assert float(loss.detach()) == pytest.approx(float(clean) / 3, rel=1e-6)
+    eps = d.state_dict()["eps"]
+    assert eps.shape == (16,)
+    assert torch.all(eps[i] > 1e-3) and torch.all(eps[i] <= 1.05e-3) and torch.all(eps[8:] == 0)
+    # a misclassified example is stored as 0 and restarts at mineps
+    y_bad = y.clone()
+    y_bad[0] = 1 - y_bad[0]
+    d.loss(model, x, y_bad, make_ctx(data, i))
+    assert float(d.state_dict()["eps"][i[0]]) == 0.0
+    assert float(d.get_eps(i[:1], "cpu")) == pytest.approx(1e-4)
+    d2 = cls(d.config, dataset_size=16)
+    d2.load_state_dict(d.state_dict())
+    assert torch.equal(d2.state_dict()["eps"], d.state_dict()["eps"])
+
+
+def test_mma_trains_boundary_points_within_d_max():
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(D, generator=g)
+    data = Data(n=8, batch=8)
+    s = data.x.flatten(1) @ w
+    b = float(-s.median()) + 0.05
+    data.y = ((s + b) > 0).long()
+    assert float(((s + b).abs() / w.norm()).max()) < 0.5
+    model = linear2(w, b).train()
+    cls = DEFENSES.get("mma")
+    d = cls(cls.Config(norm="l2", d_max=0.5, mineps=0.01, clean_loss_coeff=1 / 3, rand_init=False),
+            dataset_size=8)
+    x, y, i = data.next_batch()
+    loss = d.loss(model, x, y, make_ctx(data, i))
+    eps = d.state_dict()["eps"]
+    with torch.no_grad():
+        correct = soft_logit_margin(model(x), y) < 0
+        d_true = (s + b).abs() / w.norm()
+    assert bool(correct.all())
+    assert torch.all((eps - d_true).abs() < 0.525 / 2 ** 10 + 1e-5)
+    # on the boundary the two logits tie: CE = log 2 for every example (all are within d_max);
+    # objective = (1 − 1/3)·MMA loss + 1/3·clean CE
+    with torch.no_grad():
+        clean = float(F.cross_entropy(model(x), y))
+    assert float(loss.detach()) == pytest.approx(2 / 3 * math.log(2) + clean / 3, abs=0.01)
+
+
+# --------------------------------------------------------------------------- Gaussian
+
+class InputRecorder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(16 * 16, 10)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.detach())
+        return self.lin(x.flatten(1))
+
+
+def test_gaussian_noise_scale_and_no_clamp():
+    x = torch.full((32, 1, 16, 16), 0.02)
+    y = torch.zeros(32, dtype=torch.long)
+    model = InputRecorder()
+    cls = DEFENSES.get("gaussian")
+    cls(cls.Config(sigma=0.25)).loss(model, x, y, None)
+    delta = model.seen[0] - x
+    assert float(delta.std()) == pytest.approx(0.25, rel=0.03)
+    assert float(model.seen[0].min()) < 0  # noise added on [0, 1] pixels, not clamped
+
+
+def test_trades_smooth_attacks_around_the_noisy_input():
+    x = torch.full((4, 1, 16, 16), 0.5)
+    y = torch.zeros(4, dtype=torch.long)
+    model = InputRecorder()
+    cls = DEFENSES.get("trades_smooth")
+    d = cls(cls.Config(steps=2))
+    d.loss(model, x, y, None)
+    # model sees: target f(x̃), K inner forwards, then x̃, x̃_adv, x̃ (train mode)
+    x_noisy = model.seen[0]
+    assert float((x_noisy - x).std()) == pytest.approx(0.12, rel=0.1)
+    assert torch.equal(model.seen[3], x_noisy) and torch.equal(model.seen[5], x_noisy)
+    assert float(norms(model.seen[4] - x_noisy, "l2").max()) <= 0.435 + 1e-5
