@@ -36,7 +36,7 @@ class TrainConfig:
     augment: bool | None = None      # None: the dataset's default (crop + flip for CIFAR)
     val_size: int = 0                # held out of train, deterministically (for early stopping)
     early_stopping: EarlyStopping | None = None
-    init_from: str | None = None     # fine-tune: start from this checkpoint (path)
+    init_from: str | None = None     # fine-tune from a checkpoint path, or "model:NAME" (a suite model)
     drop_last: bool = False
     max_nonfinite: int = 0           # tolerated non-finite batch losses before the model fails
 

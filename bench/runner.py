@@ -157,10 +157,17 @@ class Runner:
                 a = _attack.build()
                 ok = [a.run(net, x, y, _eps) for x, y, _ in val.batches(256)]
                 return torch.cat(ok).float().mean().item()
+        init_path = None
+        if spec.init_model is not None and spec.init_model.checkpoint:
+            init_path = Path(spec.init_model.checkpoint).expanduser()
+        elif spec.init_model is not None:  # fine-tuning: the starting model first (cached or trained)
+            self.model_for(ModelJob(spec.init_model, []), run_id, RunSummary(run_id))
+            with Session(self.engine) as s:
+                init_path = Path(s.get(db.ModelRecord, spec.init_model.key).checkpoint_path)
         self.out(f"training {spec.name} ({spec.arch}, {spec.defense}, {spec.train.epochs} epochs) on {self.device}")
         res = train_model(spec, data_root=self.data_root, policy=self.policy, resume_path=resume,
                           progress=self.progress, offline=self.offline, robust_eval=robust_eval,
-                          log=self.out)
+                          log=self.out, init_path=init_path)
         path = self.ckpt_dir / f"{job.key}.pt"
         sha = save_checkpoint(res.model, path)
         curves = dict(res.curves)

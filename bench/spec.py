@@ -79,6 +79,7 @@ class ModelSpec:
     checkpoint: str | None
     precision: str
     early_stopping_attack: "AttackSpec | None" = None
+    init_model: "ModelSpec | None" = None     # train.init_from: "model:NAME"
 
     def resolved(self) -> dict:
         """Everything that determines the trained weights (what the model key hashes)."""
@@ -88,6 +89,8 @@ class ModelSpec:
         train = config_dict(self.train)
         if self.early_stopping_attack is not None:
             train["early_stopping"]["attack"] = self.early_stopping_attack.resolved()
+        if self.init_model is not None:
+            train["init_from"] = {"model_key": self.init_model.key}
         return {
             "dataset": self.dataset.resolved(),
             "arch": self.arch, "arch_version": getattr(arch_cls, "version", "1"),
@@ -416,6 +419,25 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
             seed=ctx.typed(node, "seed", int, where, seed),
             label=ctx.typed(node, "label", str, where, name), checkpoint=ckpt,
             precision=precision, early_stopping_attack=es_attack)
+
+    # fine-tuning from another model of the suite: train.init_from: "model:NAME"
+    for name, spec in models.items():
+        ref = spec.train.init_from
+        if ref and ref.startswith("model:"):
+            target, chain = ref[len("model:"):], [name]
+            node = m_node[name] if name in m_node else m_node
+            if target not in models:
+                ctx.err(node, "train", f"init_from: unknown model {target!r}{did_you_mean(target, list(models))}",
+                        f"models.{name}.train.init_from")
+            t = target
+            while t is not None:
+                if t in chain:
+                    ctx.err(node, "train", "circular init_from: " + " → ".join(chain + [t]),
+                            f"models.{name}.train.init_from")
+                chain.append(t)
+                nxt = models[t].train.init_from
+                t = nxt[len("model:"):] if nxt and nxt.startswith("model:") else None
+            spec.init_model = models[target]
 
     # matrix
     matrix: list[MatrixEntry] = []

@@ -99,6 +99,7 @@ def _atomic_save(obj, path: Path) -> None:
 def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
                 resume_path: Path | None = None, progress: bool = True, offline: bool = False,
                 robust_eval: Callable[[nn.Module, DeviceData], float] | None = None,
+                init_path: Path | None = None,
                 log: Callable[[str], None] = lambda s: None) -> TrainResult:
     """Train `spec` with its defense and recipe; resume from `resume_path` if it holds
     the state of an interrupted run of the same model key."""
@@ -107,9 +108,10 @@ def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
     info = DATASETS.get(spec.dataset.plugin).info
     train, val = load_train_data(spec, data_root, policy.device, offline=offline)
     model = policy.prepare(build_model(spec.arch, _plain(spec.arch_config), info))
-    if cfg.init_from:
+    init = init_path or (Path(cfg.init_from).expanduser() if cfg.init_from else None)
+    if init is not None:
         from bench.external import load_external_checkpoint
-        load_external_checkpoint(model, Path(cfg.init_from).expanduser())
+        load_external_checkpoint(model, init)
     defense: Defense = DEFENSES.get(spec.defense)(copy.deepcopy(spec.defense_config),
                                                   num_classes=info.num_classes,
                                                   dataset_size=len(train))

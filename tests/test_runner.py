@@ -333,3 +333,27 @@ def test_sanity_flags_are_stored_on_results(tiny, tmp_path, data_root):
     runner, engine = runner_for(suite, tmp_path, data_root)
     runner.run(expand(suite, filters=["tiny/m_nan/clean"]))
     assert "randomized_outputs" in rows(engine)["tiny/m_nan/clean"].flags
+
+
+def test_fine_tuning_from_a_suite_model_trains_the_start_first(tiny, tmp_path, data_root):
+    text = TINY.replace("  m_nan:\n    base: m_sgd\n    defense: test_nan\n",
+                        "  m_nan:\n    base: m_sgd\n    train: {epochs: 1, lr: 0.0, init_from: 'model:m_sgd'}\n")
+    assert "init_from" in text
+    p = tmp_path / "ft.yaml"
+    p.write_text(text)
+    suite = load_suite(p)
+    assert suite.models["m_nan"].init_model is suite.models["m_sgd"]
+    runner, engine = runner_for(suite, tmp_path, data_root)
+    runner.run(expand(suite, filters=["tiny/m_nan/clean"]))
+    # lr 0 fine-tuning keeps the start's weights (BatchNorm-free model): the same outcomes
+    runner.run(expand(suite, filters=["tiny/m_sgd/clean"]))
+    got = rows(engine)
+    assert got["tiny/m_nan/clean"].outcomes == got["tiny/m_sgd/clean"].outcomes
+    with Session(engine) as s:
+        assert {m.name for m in s.scalars(select(db.ModelRecord))} == {"m_sgd", "m_nan"}
+    bad = TINY.replace("  m_nan:\n    base: m_sgd\n    defense: test_nan\n",
+                       "  m_nan:\n    base: m_sgd\n    train: {init_from: 'model:m_sdg'}\n")
+    p.write_text(bad)
+    from bench.errors import SuiteError
+    with pytest.raises(SuiteError, match="did you mean 'm_sgd'"):
+        load_suite(p)
