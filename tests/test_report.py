@@ -1,0 +1,421 @@
+"""The static leaderboard and the table exports, on a synthetic results database."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy.orm import Session
+
+from bench.db import (ModelRecord, ReportedValue, ResultRecord, RunRecord, TableRecord,
+                      open_db, pack_details, pack_outcomes)
+from bench.export import export_tables, md_escape, tex_escape
+from bench.report import render_site, slug, table_page, wilson, worst_case, load_store
+
+EVIL = "<script>alert(1)</script>"
+T0 = dt.datetime(2024, 5, 1, 12, 0, 0)
+
+
+# ============================================================================ synthetic DB
+
+def correct_range(n: int, lo: int, hi: int) -> np.ndarray:
+    """Per-sample outcomes: examples lo..hi-1 still correct."""
+    out = np.zeros(n, dtype=bool)
+    out[lo:hi] = True
+    return out
+
+
+def add_result(s: Session, *, model: str, model_key: str, attack: str, eps_literal: str,
+               eps: float, correct: np.ndarray | None = None, n: int | None = None,
+               status: str = "done", error: str | None = None, flags=(), smoke: bool = False,
+               precision: str = "fp32", seed: int = 0, created: dt.datetime = T0,
+               split: str = "test", tags=("paper",), plugin_version: str = "1",
+               cell_id: str | None = None, run_id: int | None = 1, details=None,
+               norm: str = "linf", config_extra: dict | None = None) -> ResultRecord:
+    n = len(correct) if correct is not None else (n or 0)
+    cell_id = cell_id or f"mnist/{model}/{attack}/eps={eps_literal}"
+    # the shape of bench.plan.Cell.resolved()
+    config = {"model": {"dataset": {"plugin": "mnist", "train_subset": None}, "arch": "smallcnn",
+                        "arch_version": "1", "defense": "trades", "defense_version": "1",
+                        "seed": 0, "precision": "fp32", "checkpoint": None},
+              "model_key": model_key,
+              "attack": {"plugin": attack, "version": plugin_version, "config": {"steps": 40}},
+              "eps": {"literal": eps_literal, "value": eps},
+              "eval": {"split": split, "n": n}, "seed": seed, "smoke": smoke,
+              "precision": precision}
+    config.update(config_extra or {})
+    key = hashlib.sha256(json.dumps([cell_id, config], sort_keys=True).encode()).hexdigest()
+    r = ResultRecord(
+        cell_key=key, cell_id=cell_id, model_key=model_key, model_name=model, dataset="mnist",
+        attack=attack, attack_plugin=attack, norm=norm, eps_literal=eps_literal, eps=eps,
+        split=split, n=n, n_correct=int(correct.sum()) if correct is not None else 0,
+        robust_acc=float(correct.mean()) if correct is not None and n else None,
+        outcomes=pack_outcomes(correct) if correct is not None else None,
+        details=pack_details(details) if details else None,
+        flags=list(flags), config=config, tags=list(tags), precision=precision, seed=seed,
+        smoke=smoke, seconds=1.5, status=status, error=error, device="cpu",
+        versions={"torch": "2.4.0", "numpy": "2.0.0"}, commit="abc123def4567890",
+        run_id=run_id, created=created)
+    s.add(r)
+    return r
+
+
+def add_model(s: Session, key: str, name: str, *, smoke: bool = False, curves=None) -> None:
+    s.add(ModelRecord(key=key, name=name, dataset="mnist", arch="smallcnn", defense="trades",
+                      config={"arch": "smallcnn", "defense": {"name": "trades", "beta": 6.0},
+                              "name": name},
+                      checkpoint_path=f"results/ckpt/{key}.pt",
+                      checkpoint_sha256=hashlib.sha256(key.encode()).hexdigest(),
+                      train_seconds=12.0, curves=curves or {}, smoke=smoke, run_id=1,
+                      device="cpu", versions={"torch": "2.4.0"}))
+
+
+TABLE_LAYOUT = {
+    "title": "Table 1: MNIST & friends_1 (ε = 0.3)", "source": "Zhang et al. 2019, Table 1",
+    "order": 1, "tags": ["paper"], "tolerance": 1.0,
+    "rows": [{"model": "ModelA", "label": "TRADES (A)"}, {"model": "ModelB", "label": "ModelB"},
+             {"model": EVIL, "label": EVIL}],
+    "columns": [{"label": "Clean", "attack": "clean", "eps": None, "eps_value": None},
+                {"label": "PGD-40", "attack": "pgd", "eps": "0.3", "eps_value": 0.3},
+                {"label": "CW∞", "attack": "cw", "eps": "0.3", "eps_value": 0.3},
+                {"label": "AA", "attack": "aa", "eps": "0.3", "eps_value": 0.3}],
+}
+CUDA_ERROR = 'RuntimeError: CUDA out of memory "tried" <alloc> & more'
+
+
+def make_db(tmp_path: Path):
+    """A database with one table (3 models × 4 columns), a failed cell, a not-run column,
+    flags, a smoke result, a duplicate (smaller n) result and training curves."""
+    engine = open_db(tmp_path / "bench.sqlite")
+    n = 100
+    with Session(engine) as s:
+        s.add(RunRecord(id=1, command="bench run suite.yaml", status="done", commit="abc123def4567890",
+                        host="ci-host", device="cpu", suite_path="suite.yaml",
+                        suite_sha256="f" * 64, ended=T0))
+        s.flush()
+        curves = {"epoch": [1, 2, 3, 4], "loss": [2.3, 1.1, 0.7, 0.5],
+                  "train_acc": [0.5, 0.8, 0.9, 0.95], "val_clean_acc": [0.55, 0.82, 0.91, 0.96],
+                  "val_robust_acc": [0.2, 0.5, 0.6, 0.7], "lr": [0.01, 0.01, 0.001, 0.001],
+                  "seconds": [3.1, 3.0, 3.2, 3.0], "best_epoch": 4}
+        add_model(s, "ka", "ModelA", curves=curves)
+        add_model(s, "kb", "ModelB", curves={"loss": [1.0, 0.5]})
+        add_model(s, "kx", EVIL, curves={"loss": [1.0, 0.4]})
+        add_model(s, "ksmoke", "ModelA", smoke=True)
+        # ModelA: clean 99, pgd 80 (flagged), cw 90; worst case = AND = 70
+        add_result(s, model="ModelA", model_key="ka", attack="clean", eps_literal="0", eps=0.0,
+                   correct=correct_range(n, 0, 99))
+        add_result(s, model="ModelA", model_key="ka", attack="clean", eps_literal="0", eps=0.0,
+                   correct=correct_range(50, 0, 25), created=T0 - dt.timedelta(days=3),
+                   cell_id="mnist/ModelA/clean/0/n50")
+        add_result(s, model="ModelA", model_key="ka", attack="pgd", eps_literal="0.3", eps=0.3,
+                   correct=correct_range(n, 0, 80), flags=["acc_not_monotone_in_eps",
+                                                           "pgd_above_aa"])
+        add_result(s, model="ModelA", model_key="ka", attack="cw", eps_literal="0.3", eps=0.3,
+                   correct=correct_range(n, 10, 100))
+        add_result(s, model="ModelA", model_key="ka", attack="pgd", eps_literal="0.1", eps=0.1,
+                   correct=correct_range(n, 0, 95))
+        add_result(s, model="ModelA", model_key="ka", attack="pgd", eps_literal="0.2", eps=0.2,
+                   correct=correct_range(n, 0, 88))
+        # smoke: must never reach the paper table (value 42.86 is unique)
+        add_result(s, model="ModelA", model_key="ksmoke", attack="pgd", eps_literal="0.3",
+                   eps=0.3, correct=correct_range(7, 0, 3), smoke=True, tags=("smoke",),
+                   cell_id="mnist/ModelA/pgd/0.3/smoke")
+        # ModelB: clean 98, pgd 60, cw failed; worst case = 60 (pgd only)
+        add_result(s, model="ModelB", model_key="kb", attack="clean", eps_literal="0", eps=0.0,
+                   correct=correct_range(n, 0, 98))
+        add_result(s, model="ModelB", model_key="kb", attack="pgd", eps_literal="0.3", eps=0.3,
+                   correct=correct_range(n, 0, 60))
+        add_result(s, model="ModelB", model_key="kb", attack="cw", eps_literal="0.3", eps=0.3,
+                   status="failed", error=CUDA_ERROR, n=n)
+        # a smoke evaluation of ModelB on the same n: the only AA result (31.00, unique); it
+        # must leave the AA cell "not run" and stay out of B's worst case (60)
+        add_result(s, model="ModelB", model_key="kb", attack="aa", eps_literal="0.3", eps=0.3,
+                   correct=correct_range(n, 0, 31), smoke=True, tags=("smoke",),
+                   cell_id="mnist/ModelB/aa/0.3/smoke")
+        # EVIL: clean 97, pgd 70, cw 85 (15..99); worst case = 15..69 = 55
+        add_result(s, model=EVIL, model_key="kx", attack="clean", eps_literal="0", eps=0.0,
+                   correct=correct_range(n, 0, 97))
+        add_result(s, model=EVIL, model_key="kx", attack="pgd", eps_literal="0.3", eps=0.3,
+                   correct=correct_range(n, 0, 70))
+        add_result(s, model=EVIL, model_key="kx", attack="cw", eps_literal="0.3", eps=0.3,
+                   correct=correct_range(n, 15, 100),
+                   details={"radius": np.linspace(0, 0.5, n)})
+        s.add(TableRecord(name="table1", title=TABLE_LAYOUT["title"], layout=TABLE_LAYOUT,
+                          suite_path="suite.yaml"))
+        for row, col, val in [("ModelA", "Clean", 99.0), ("ModelA", "PGD-40", 81.5),
+                              ("ModelB", "PGD-40", 60.5), (EVIL, "CW∞", 80.0),
+                              ("ModelA", "AA", 75.0), ("ModelB", "CW∞", 70.0)]:
+            s.add(ReportedValue(table="table1", row=row, column=col, value=val,
+                                source="Table 1"))
+        s.commit()
+    return engine
+
+
+def cell_html(html: str, cell_id: str) -> tuple[str, str]:
+    """(attributes, inner HTML) of the <td> with this id."""
+    m = re.search(rf'<td id="{re.escape(cell_id)}"(.*?)>(.*?)</td>', html, re.S)
+    assert m, f"no cell {cell_id}"
+    return m.group(1), m.group(2)
+
+
+@pytest.fixture()
+def site(tmp_path):
+    engine = make_db(tmp_path)
+    index = render_site(engine, tmp_path / "site")
+    return engine, index.parent
+
+
+# ============================================================================ tests
+
+def test_index_lists_tables_with_counts_and_models(site):
+    _, out = site
+    html = (out / "index.html").read_text()
+    assert f'href="{table_page("table1")}"' in html
+    # 12 cells: 8 done, 3 not run (AA column), 1 failed (ModelB CW)
+    assert re.search(r'class="count-done"[^>]*>8<', html)
+    assert re.search(r'class="count-pending"[^>]*>3<', html)
+    assert re.search(r'class="count-failed"[^>]*>.*?1<', html)
+    assert 'href="model-ka.html"' in html and 'href="model-kx.html"' in html
+    # smoke section present, marked, with the smoke value
+    assert 'id="smoke"' in html and "SMOKE" in html and "42.86" in html
+
+
+def test_table_values_reported_diff_and_interval(site):
+    _, out = site
+    html = (out / table_page("table1")).read_text()
+    attrs, inner = cell_html(html, "c-0-1")          # ModelA PGD-40
+    assert "80.00" in inner and "paper 81.50" in inner and "Δ −1.50" in inner
+    lo, hi = wilson(80, 100)
+    assert f"[{lo:.2f}, {hi:.2f}]" in inner and "n=100" in inner
+    assert 'class="off"' in inner                     # outside the ±1 pp tolerance
+    _, inner = cell_html(html, "c-1-1")              # ModelB PGD-40 reproduced
+    assert "60.00" in inner and 'class="ok"' in inner and "Δ −0.50" in inner
+    for cid, value in [("c-0-0", "99.00"), ("c-1-0", "98.00"), ("c-2-0", "97.00"),
+                       ("c-0-2", "90.00"), ("c-2-1", "70.00"), ("c-2-2", "85.00")]:
+        assert value in cell_html(html, cid)[1], cid
+    # rows and columns in layout order
+    assert html.index("TRADES (A)") < html.index("ModelB") < html.index("&lt;script&gt;")
+    heads = re.findall(r'<th data-col="\d+"[^>]*>(.*?)</th>', html)
+    assert heads == ["Clean", "PGD-40", "CW∞", "AA"]
+
+
+def test_best_and_second_best_highlighting(site):
+    _, out = site
+    html = (out / table_page("table1")).read_text()
+    assert "<strong>80.00</strong>" in cell_html(html, "c-0-1")[1]   # PGD best: A
+    assert "<u>70.00</u>" in cell_html(html, "c-2-1")[1]             # second: EVIL
+    plain = cell_html(html, "c-1-1")[1]                               # third: B
+    assert "<strong>" not in plain and "<u>" not in plain
+    assert "<strong>90.00</strong>" in cell_html(html, "c-0-2")[1]   # CW: A best, EVIL second
+    assert "<u>85.00</u>" in cell_html(html, "c-2-2")[1]
+    assert "<strong>99.00</strong>" in cell_html(html, "c-0-0")[1]
+
+
+def test_worst_case_column_is_per_sample_and(site):
+    engine, out = site
+    html = (out / table_page("table1")).read_text()
+    # A: pgd correct on 0..79, cw on 10..99 → both on 10..79 = 70 %, below both (80, 90)
+    attrs, inner = cell_html(html, "w-0-0")
+    assert "<strong>70.00</strong>" in inner and "2 attack(s)" in inner
+    assert "cw, pgd" in attrs
+    assert "<u>60.00</u>" in cell_html(html, "w-1-0")[1]      # B: pgd only
+    assert "55.00" in cell_html(html, "w-2-0")[1]             # EVIL: 15..69
+    store = load_store(engine)
+    wc = worst_case(store.results, "ModelA", "0.3", smoke=False)
+    assert wc.value == pytest.approx(70.0) and wc.n == 100 and wc.attacks == ["cw", "pgd"]
+
+
+def test_flags_failed_and_not_run_cells(site):
+    _, out = site
+    html = (out / table_page("table1")).read_text()
+    _, inner = cell_html(html, "c-0-1")
+    m = re.search(r'<span class="badge flag" title="([^"]*)">', inner)
+    assert m and "acc_not_monotone_in_eps" in m.group(1) and "pgd_above_aa" in m.group(1)
+    attrs, inner = cell_html(html, "c-1-2")                   # ModelB CW failed
+    assert "failed" in inner and "80.00" not in inner
+    assert 'title="RuntimeError: CUDA out of memory &#34;tried&#34; &lt;alloc&gt; &amp; more"' \
+        in attrs
+    for row in range(3):                                       # AA never run
+        attrs, inner = cell_html(html, f"c-{row}-3")
+        assert "not run" in inner
+    assert "paper 75.00" in cell_html(html, "c-0-3")[1]
+
+
+def test_smoke_results_stay_out_of_the_paper_table(site):
+    _, out = site
+    html = (out / table_page("table1")).read_text()
+    assert "42.86" not in html and "31.00" not in html
+    assert "not run" in cell_html(html, "c-1-3")[1]           # only a smoke AA result exists
+    assert "60.00" in cell_html(html, "w-1-0")[1]              # smoke AA not in the worst case
+    assert "SMOKE" not in html.split('id="provenance"')[0]
+    smoke = (out / "smoke.html").read_text()
+    assert "42.86" in smoke and "31.00" in smoke and "SMOKE" in smoke
+    assert "not paper numbers" in smoke
+    assert "paper 81.50" not in smoke and "Δ" not in smoke.split('id="provenance"')[0]
+
+
+def test_duplicate_results_prefer_largest_n_and_say_so(site):
+    _, out = site
+    html = (out / table_page("table1")).read_text()
+    _, inner = cell_html(html, "c-0-0")
+    assert "99.00" in inner and "n=100" in inner and "50.00" not in inner
+    m = re.search(r'<span class="badge note" title="([^"]*)">2×', inner)
+    assert m and "largest n (n=100)" in m.group(1) and "n=50" in m.group(1)
+
+
+def test_names_cannot_inject_markup(site):
+    _, out = site
+    for page in out.glob("*.html"):
+        html = page.read_text()
+        assert "<script>alert" not in html, page.name
+    table = (out / table_page("table1")).read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in table
+    model = (out / "model-kx.html").read_text()
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt; — bench</title>" in model
+
+
+def test_model_page_curves_config_sha_and_runs(site):
+    _, out = site
+    html = (out / "model-ka.html").read_text()
+    train = html.split('id="training-curves"')[1].split("</div>")[0]
+    assert train.count("<svg") == 4                     # accuracy, loss, learning rate, seconds
+    for name in ("train_acc", "val_clean_acc", "val_robust_acc", "loss", "lr"):
+        assert f"<li><span class=\"sw\"" in train and f"</span>{name}</li>" in train
+    assert re.search(r'<polyline fill="none" stroke="#[0-9a-f]{6}" stroke-width="1.8" '
+                     r'points="[\d.]+,[\d.]+ [\d.]+,[\d.]+ [\d.]+,[\d.]+ [\d.]+,[\d.]+"', train)
+    robust = html.split('id="robustness-curves"')[1]
+    assert "robust accuracy vs ε (linf)" in robust and "<svg" in robust
+    # pgd has 3 ε (0.1, 0.2, 0.3) → a 3-point line; its markers carry the values
+    assert "pgd — 0.1: 95" in robust and "pgd — 0.2: 88" in robust and "pgd — 0.3: 80" in robust
+    assert hashlib.sha256(b"ka").hexdigest() in html
+    assert "&#34;beta&#34;: 6.0" in html                     # resolved config, pretty-printed
+    assert "bench run suite.yaml" in html and "trained + evaluated" in html
+    # the smoke model has its own page, marked
+    assert "SMOKE" in (out / "model-ksmoke.html").read_text()
+    # certified radii → a certified-accuracy plot on the EVIL model
+    assert "certified accuracy vs radius" in (out / "model-kx.html").read_text()
+
+
+def test_provenance_footer_on_every_page(site):
+    _, out = site
+    pages = list(out.glob("*.html"))
+    assert len(pages) == 7                                  # index, smoke, table, 4 models
+    for page in pages:
+        foot = page.read_text().split('id="provenance"')[1]
+        assert "generated" in foot and "UTC" in foot, page.name
+        assert "abc123def456" in foot or "results on this page</dt><dd>0" in foot, page.name
+    foot = (out / table_page("table1")).read_text().split('id="provenance"')[1]
+    assert "cpu" in foot and "fp32" in foot and "n=100" in foot and "torch 2.4.0" in foot
+    assert "no smoke results on this page" in foot
+    assert "smoke result(s) on this page" in (out / "smoke.html").read_text()
+
+
+def test_site_is_self_contained_and_sortable(site):
+    _, out = site
+    for page in out.glob("*.html"):
+        html = page.read_text()
+        assert not re.search(r'(src|href)="(https?:)?//', html), page.name
+        assert "<link" not in html and "@import" not in html
+    html = (out / table_page("table1")).read_text()
+    assert 'class="grid sortable paper"' in html and "function sortBy" in html
+    assert re.search(r'<td id="c-0-1"[^>]*data-sort="80\.000000"', html)
+
+
+def test_templates_autoescape_everything():
+    from bench.report import environment
+    env = environment()
+    assert env.autoescape is True
+    t = env.from_string("{{ x }}")
+    assert t.render(x="<b>") == "&lt;b&gt;"
+
+
+def test_exports_contain_values_and_escape(tmp_path):
+    engine = make_db(tmp_path)
+    paths = export_tables(engine, tmp_path / "export")
+    assert sorted(p.name for p in paths) == ["table1.csv", "table1.json", "table1.md",
+                                             "table1.tex"]
+    with (tmp_path / "export/table1.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    by = {(r["model"], r["column"]): r for r in rows}
+    assert by[("ModelA", "PGD-40")]["measured"] == "80.0"
+    assert by[("ModelA", "PGD-40")]["reported"] == "81.5"
+    assert by[("ModelB", "CW∞")]["state"] == "failed" and "CUDA" in by[("ModelB", "CW∞")]["error"]
+    assert by[("ModelA", "AA")]["state"] == "not_run"
+    assert by[("ModelA", "Worst case")]["measured"] == "70.0"
+    assert not any(r["measured"] == "42.8571" for r in rows)            # smoke excluded
+    doc = json.loads((tmp_path / "export/table1.json").read_text())
+    assert doc["rows"][0]["cells"][1]["measured"] == 80.0
+    assert doc["rows"][2]["model"] == EVIL and doc["rows"][0]["cells"][4]["measured"] == 70.0
+    md = (tmp_path / "export/table1.md").read_text()
+    assert "**80.00** (81.50)" in md and "<u>70.00</u>" in md and "not run" in md
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    assert "MNIST &amp; friends\\_1" in md
+    tex = (tmp_path / "export/table1.tex").read_text()
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert r"\textbf{80.00}" in tex and r"\underline{70.00}" in tex
+    assert r"MNIST \& friends\_1" in tex and r"$\varepsilon$" in tex
+    assert r"\textless{}script\textgreater{}alert(1)\textless{}/script\textgreater{}" in tex
+    assert "MNIST & friends" not in tex
+
+
+def test_latex_and_markdown_escaping():
+    assert tex_escape(r"a&b%c$d#e_f{g}h~i^j\k") == (r"a\&b\%c\$d\#e\_f\{g\}h\textasciitilde{}"
+                                                    r"i\textasciicircum{}j\textbackslash{}k")
+    assert md_escape("a|b <i>x</i> *y*") == r"a\|b &lt;i&gt;x&lt;/i&gt; \*y\*"
+
+
+def test_report_cli_with_exports(tmp_path, capsys):
+    from bench.cli_report import main
+    make_db(tmp_path)
+    rc = main(["report", "--out", str(tmp_path / "site"), "--db", str(tmp_path / "bench.sqlite"),
+               "--export", "csv,tex"])
+    assert rc == 0
+    assert (tmp_path / "site/export/table1.csv").exists()
+    assert not (tmp_path / "site/export/table1.json").exists()
+    html = (tmp_path / "site" / table_page("table1")).read_text()
+    assert 'href="export/table1.csv"' in html and 'href="export/table1.tex"' in html
+    assert main(["report", "--out", str(tmp_path / "s2"), "--db", str(tmp_path / "bench.sqlite"),
+                 "--export", "csv,xls"]) == 2
+    assert main(["report", "--out", str(tmp_path / "s3"), "--db", str(tmp_path / "nope.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "no results database" in err and "python -m bench run" in err
+    assert not (tmp_path / "nope.sqlite").exists()
+
+
+def test_empty_database_renders(tmp_path):
+    engine = open_db(tmp_path / "empty.sqlite")
+    index = render_site(engine, tmp_path / "site")
+    html = index.read_text()
+    assert "No tables recorded yet" in html and "No smoke results" in html
+
+
+def test_training_plots_use_recorded_epochs():
+    from bench.report import training_plots
+    plots = training_plots({"epoch": [10, 20, 30], "loss": [3.0, 2.0, 1.0], "best_epoch": 2,
+                            "val_robust_acc": [0.25, 0.5], "val_robust_acc_epoch": [20, 30]})
+    assert [p["title"] for p in plots] == ["accuracy", "loss"]
+    acc, loss = plots
+    assert [m[2] for m in loss["series"][0]["markers"]] == ["10: 3", "20: 2", "30: 1"]
+    assert [m[2] for m in acc["series"][0]["markers"]] == ["20: 0.25", "30: 0.5"]
+    assert acc["series"][0]["name"] == "val_robust_acc" and len(acc["series"]) == 1
+
+
+def test_wilson_interval_matches_scipy():
+    from scipy.stats import binomtest
+    for k, n in [(80, 100), (0, 7), (7, 7), (1, 20), (900, 1000)]:
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        lo, hi = wilson(k, n)
+        assert lo == pytest.approx(100 * ci.low, abs=1e-9)
+        assert hi == pytest.approx(100 * ci.high, abs=1e-9)
+    assert wilson(0, 0) is None
+
+
+def test_slug_keeps_names_apart():
+    assert slug("table1") == "table1"
+    assert slug("a/b") != slug("a_b") and "/" not in slug("a/b")

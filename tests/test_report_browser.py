@@ -1,0 +1,179 @@
+"""The rendered site in a real browser: headless Chromium opens the pages from disk.
+
+Needs /usr/bin/chromium (Debian package `chromium`). Without it the test is skipped,
+unless BENCH_INSTALL_BROWSER=1, in which case it runs `apt-get install -y chromium` first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from bench.report import render_site, table_page
+from test_report import make_db
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         "--disable-dev-shm-usage", "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
+
+
+def chromium() -> str:
+    if CHROMIUM.exists():
+        return str(CHROMIUM)
+    if os.environ.get("BENCH_INSTALL_BROWSER") != "1":
+        pytest.skip("headless Chromium is not installed (/usr/bin/chromium, Debian package "
+                    "`chromium`); install it or set BENCH_INSTALL_BROWSER=1 to let this test "
+                    "run `apt-get install -y chromium`")
+    if shutil.which("apt-get") is None:
+        pytest.skip("BENCH_INSTALL_BROWSER=1 but apt-get is not available")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-q", "chromium"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:      # stale package lists: update once and retry
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    if not CHROMIUM.exists():
+        pytest.skip(f"`apt-get install -y chromium` failed: {proc.stderr.strip()[-300:]}")
+    return str(CHROMIUM)
+
+
+def run_chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def console_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines()
+            if "Uncaught" in line or (":CONSOLE" in line and "rror" in line)]
+
+
+def png_rgb(path: Path) -> tuple[int, int, list[bytes]]:
+    """Decode an 8-bit RGB/RGBA non-interlaced PNG (Chromium's screenshots) into rows."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
+            assert depth == 8 and ctype in (2, 6) and interlace == 0
+            bpp = 3 if ctype == 2 else 4
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw, stride, rows, prev = zlib.decompress(idat), width * bpp, [], bytearray(width * bpp)
+    for y in range(height):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if f == 1:
+                line[i] = (line[i] + a) & 255
+            elif f == 2:
+                line[i] = (line[i] + b) & 255
+            elif f == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(line[j] for j in range(stride) if bpp == 3 or j % 4 != 3))
+        prev = line
+    return width, height, rows
+
+
+def count_color(rows: list[bytes], rgb: tuple[int, int, int], tol: int = 12) -> int:
+    n = 0
+    for row in rows:
+        for i in range(0, len(row), 3):
+            if all(abs(row[i + k] - rgb[k]) <= tol for k in range(3)):
+                n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def browser_site(tmp_path_factory):
+    browser = chromium()
+    tmp = tmp_path_factory.mktemp("browser")
+    engine = make_db(tmp)
+    render_site(engine, tmp / "site")
+    return browser, tmp, tmp / "site"
+
+
+def test_table_page_in_chromium(browser_site):
+    browser, tmp, site = browser_site
+    url = (site / table_page("table1")).as_uri() + "#sort=-2"     # sort by PGD-40, descending
+    proc = run_chromium(browser, tmp / "profile", "--dump-dom", url)
+    dom = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for value in ("99.00", "80.00", "90.00", "60.00", "70.00", "85.00", "55.00", "not run",
+                  "failed"):
+        assert value in dom, value
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and "<script>alert" not in dom
+    # the inline script ran: the sorter titled the headers and applied #sort=-2
+    assert re.search(r'<table class="grid sortable paper" id="paper-table" data-sorter="ready">',
+                     dom)
+    assert 'title="click to sort">Model</th>' in dom
+    assert re.search(r'<th data-col="1"[^>]*aria-sort="descending"', dom)
+    order = re.findall(r'<tr id="row-(\d)">', dom)
+    assert order == ["0", "2", "1"]                               # 80.00, 70.00, 60.00
+    # no JavaScript errors, neither caught in the page nor on the console
+    assert re.search(r'<pre id="js-errors" hidden="">\s*</pre>', dom)
+    assert console_errors(proc.stderr) == []
+
+
+def test_error_detection_works(browser_site):
+    """The page-level error trap and the console scan do see a broken script."""
+    browser, tmp, site = browser_site
+    page = site / "broken.html"
+    html = (site / table_page("table1")).read_text()
+    page.write_text(html.replace("</body>", "<script>noSuchFunction();</script></body>"))
+    proc = run_chromium(browser, tmp / "profile-broken", "--dump-dom", page.as_uri())
+    page.unlink()
+    m = re.search(r'<pre id="js-errors">(.*?)</pre>', proc.stdout, re.S)
+    assert m and "noSuchFunction" in m.group(1)
+
+
+def test_model_page_plots_render(browser_site):
+    browser, tmp, site = browser_site
+    page = site / "model-ka.html"
+    proc = run_chromium(browser, tmp / "profile-model", "--dump-dom", page.as_uri())
+    dom = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert dom.count("<svg") >= 4 and dom.count("<polyline") >= 8
+    assert re.search(r'<pre id="js-errors" hidden="">\s*</pre>', dom)
+    assert console_errors(proc.stderr) == []
+    shot = tmp / "model.png"
+    proc = run_chromium(browser, tmp / "profile-model", f"--screenshot={shot}",
+                        "--window-size=1280,900", page.as_uri())
+    assert shot.exists(), proc.stderr[-2000:]
+    width, height, rows = png_rgb(shot)
+    assert (width, height) == (1280, 900)
+    # the training curves are drawn: pixels in the first series' colour (#1f77b4) and the
+    # second's (#d62728) are on screen, not only present in the DOM
+    assert count_color(rows, (0x1F, 0x77, 0xB4)) > 40
+    assert count_color(rows, (0xD6, 0x27, 0x28)) > 40
+
+
+def test_table_screenshot(browser_site):
+    browser, tmp, site = browser_site
+    shot = tmp / "table.png"
+    proc = run_chromium(browser, tmp / "profile-shot", f"--screenshot={shot}",
+                        "--window-size=1280,900", (site / table_page("table1")).as_uri())
+    assert shot.exists() and shot.stat().st_size > 10_000, proc.stderr[-2000:]
+    width, height, rows = png_rgb(shot)
+    assert (width, height) == (1280, 900)
+    assert count_color(rows, (0xB3, 0x26, 0x1E), tol=20) > 20     # the red "failed" label
+    if os.environ.get("BENCH_SCREENSHOT_DIR"):                      # keep it for a human
+        shutil.copy(shot, Path(os.environ["BENCH_SCREENSHOT_DIR"]) / "table.png")
