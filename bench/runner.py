@@ -102,7 +102,7 @@ class Runner:
 
     def _record(self, outcome: CellOutcome, run_id: int, model_key: str) -> None:
         c = outcome.cell
-        n = 0 if outcome.outcomes is None else int(outcome.outcomes.size)
+        n = (c.eval.n or 0) if outcome.outcomes is None else int(outcome.outcomes.size)
         n_correct = 0 if outcome.outcomes is None else int(outcome.outcomes.sum())
         rec = db.ResultRecord(
             cell_key=c.key, cell_id=c.id, model_key=model_key, model_name=c.model.name,
@@ -136,12 +136,23 @@ class Runner:
             return None
         return self.policy.prepare(model).eval()
 
-    def _external_model(self, job: ModelJob):
+    def _external_model(self, job: ModelJob, run_id: int):
+        """A released checkpoint named by the suite (`checkpoint:`), recorded with its sha256."""
+        from bench.checkpoints import sha256_file
         from bench.external import load_external_checkpoint
         spec = job.model
         info = DATASETS.get(spec.dataset.plugin).info
         model = build_model(spec.arch, config_dict(spec.arch_config), info)
-        load_external_checkpoint(model, Path(spec.checkpoint).expanduser())
+        path = Path(spec.checkpoint).expanduser()
+        load_external_checkpoint(model, path)
+        with Session(self.engine) as s:
+            s.merge(db.ModelRecord(
+                key=job.key, name=spec.name, dataset=spec.dataset.name, arch=spec.arch,
+                defense=spec.defense, config=spec.resolved(), checkpoint_path=str(path.resolve()),
+                checkpoint_sha256=sha256_file(path), train_seconds=0.0, curves={}, status="done",
+                smoke=job.smoke, precision=spec.precision, seed=spec.seed, device=self.device_desc,
+                versions=library_versions(), run_id=run_id))
+            s.commit()
         return self.policy.prepare(model).eval()
 
     def _train(self, job: ModelJob, run_id: int):
@@ -187,7 +198,7 @@ class Runner:
     def model_for(self, job: ModelJob, run_id: int, summary: RunSummary):
         if job.model.checkpoint:
             summary.loaded.append(job.model.name)
-            return self._external_model(job)
+            return self._external_model(job, run_id)
         model = self._cached_model(job)
         if model is not None:
             summary.loaded.append(job.model.name)

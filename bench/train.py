@@ -174,6 +174,7 @@ def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
                 val_set = val.head(es.n)
                 r = robust_eval(net, val_set)
                 curves.setdefault("val_robust_acc", []).append(r)
+                curves.setdefault("val_robust_acc_epoch", []).append(epoch + 1)
                 if r > best:
                     best, best_epoch = r, epoch + 1
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

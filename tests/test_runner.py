@@ -357,3 +357,49 @@ def test_fine_tuning_from_a_suite_model_trains_the_start_first(tiny, tmp_path, d
     from bench.errors import SuiteError
     with pytest.raises(SuiteError, match="did you mean 'm_sgd'"):
         load_suite(p)
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(tiny, tmp_path, data_root):
+    text = TINY.replace("  m_nan:\n    base: m_sgd\n    defense: test_nan\n",
+                        "  m_nan:\n    base: m_sgd\n    defense: pgd_at\n"
+                        "    defense_config: {eps: 0.1, step_size: 0.05, steps: 2}\n"
+                        "    train: {epochs: 3, val_size: 128,\n"
+                        "            early_stopping: {attack: pgd5, eps: 0.1, every: 1, n: 64}}\n")
+    p = tmp_path / "es.yaml"
+    p.write_text(text)
+    suite = load_suite(p)
+    assert suite.models["m_nan"].train.early_stopping.attack == "pgd5"
+    runner, engine = runner_for(suite, tmp_path, data_root)
+    runner.run(expand(suite, filters=["tiny/m_nan/clean"]))
+    with Session(engine) as s:
+        curves = s.get(db.ModelRecord, suite.models["m_nan"].key).curves
+    val = curves["val_robust_acc"]
+    assert len(val) == 3 and curves["val_robust_acc_epoch"] == [1, 2, 3]
+    assert curves["best_epoch"] == 1 + max(range(3), key=lambda i: (val[i], -i))
+    # the validation split is carved out of the 1,024 training images
+    assert len(curves["val_clean_acc"]) == 3
+
+
+def test_external_checkpoint_is_loaded_and_recorded(tiny, tmp_path, data_root):
+    from bench.checkpoints import sha256_file
+    from bench.modeling import build_model
+    from bench.registry import DATASETS
+    model = build_model("small_cnn", {}, DATASETS.get("mnist").info)
+    ckpt = tmp_path / "released.pt"
+    torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}}, ckpt)
+    text = TINY.replace("  m_nan:\n    base: m_sgd\n    defense: test_nan\n",
+                        f"  m_nan:\n    base: m_sgd\n    checkpoint: {ckpt}\n")
+    p = tmp_path / "ext.yaml"
+    p.write_text(text)
+    suite = load_suite(p)
+    runner, engine = runner_for(suite, tmp_path, data_root)
+    summary = runner.run(expand(suite, filters=["tiny/m_nan/clean"]))
+    assert summary.loaded == ["m_nan"] and not summary.trained
+    with Session(engine) as s:
+        rec = s.get(db.ModelRecord, suite.models["m_nan"].key)
+        assert rec.checkpoint_sha256 == sha256_file(ckpt)
+    # the zero-initialised last layer predicts class 0 for every input
+    from bench.data import load_split
+    _, y = load_split("mnist", "test", data_root, offline=True)
+    r = rows(engine)["tiny/m_nan/clean"]
+    assert np.array_equal(db.unpack_outcomes(r.outcomes, r.n), y[:96] == 0)
