@@ -177,7 +177,6 @@ def _ls_plugins() -> int:
 def cmd_run(args) -> int:
     from bench import db
     from bench.data import resolve_data_root
-    from bench.plan import group
     from bench.precision import resolve_device
     from bench.runner import Runner
     suite, cells = _load(args)
@@ -197,7 +196,6 @@ def _dry_run(runner, cells) -> int:
     from sqlalchemy.orm import Session
 
     from bench import db
-    from bench.plan import group
     state = runner.status(cells)
     pending = [c for c in cells if runner.force or state[c.key] != "done"]
     jobs = group(pending)

@@ -79,6 +79,23 @@ def ascent_step(x_adv: torch.Tensor, grad: torch.Tensor, step: float | torch.Ten
     return x_adv + s * g
 
 
+def pgd_ascent(loss_fn, x: torch.Tensor, x_start: torch.Tensor, *, eps: float, step: float,
+               steps: int, norm: Norm, box: bool = True) -> torch.Tensor:
+    """`steps` projected steepest-ascent steps on `loss_fn(x_adv)` (a scalar) from x_start.
+
+    The one inner loop of PGD, PGD-AT, MART and TRADES-ℓ∞: gradient with respect to the
+    input only, `ascent_step`, then projection onto the ε-ball around x and (unless
+    `box=False`) onto [0, 1]. No host synchronisation.
+    """
+    x_adv = x_start.detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_fn(x_adv), x_adv)
+        x_adv = ascent_step(x_adv.detach(), grad, step, norm)
+        x_adv = project(x_adv, x, eps, norm) if box else x + project_delta(x_adv - x, eps, norm)
+    return x_adv.detach()
+
+
 def within(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: Norm,
            rtol: float = 1e-5, atol: float = 1e-6) -> torch.Tensor:
     """Per-sample: is x_adv inside the ε-ball around x and inside [0, 1]?"""

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from bench.defense import Defense
 from bench.eps import parse_eps
-from bench.perturb import ascent_step, project
+from bench.perturb import pgd_ascent
 from bench.registry import register_defense
 
 
@@ -90,16 +90,12 @@ class MART(Defense):
         model.train(cfg.inner_mode == "train")
         try:
             x = x.detach()
-            x_adv = x + 0.001 * torch.randn_like(x)
-            for _ in range(cfg.steps):
-                x_adv.requires_grad_(True)
-                loss = F.cross_entropy(model(x_adv).float(), y)
-                (grad,) = torch.autograd.grad(loss, x_adv)
-                x_adv = project(ascent_step(x_adv.detach(), grad, cfg.step_value, cfg.norm),
-                                x, cfg.eps_value, cfg.norm)
+            start = x + 0.001 * torch.randn_like(x)
+            x_adv = pgd_ascent(lambda xa: F.cross_entropy(model(xa).float(), y), x, start,
+                               eps=cfg.eps_value, step=cfg.step_value, steps=cfg.steps, norm=cfg.norm)
         finally:
             model.train(was_training)
-        return x_adv.clamp(0.0, 1.0).detach()
+        return x_adv.clamp(0.0, 1.0)
 
     def loss(self, model, x, y, ctx):
         x_adv = self.adversarial(model, x, y)

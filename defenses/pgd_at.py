@@ -17,12 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 
 from bench.defense import Defense
 from bench.eps import parse_eps
-from bench.perturb import ascent_step, project, random_init
+from bench.perturb import pgd_ascent, random_init
 from bench.registry import register_defense
 
 
@@ -48,16 +47,11 @@ class PGDAT(Defense):
         was_training = model.training
         model.train(cfg.inner_mode == "train")
         try:
-            x_adv = random_init(x, cfg.eps_value, cfg.norm) if cfg.random_start else x.clone()
-            for _ in range(cfg.steps):
-                x_adv.requires_grad_(True)
-                loss = F.cross_entropy(model(x_adv).float(), y)
-                (grad,) = torch.autograd.grad(loss, x_adv)
-                x_adv = project(ascent_step(x_adv.detach(), grad, cfg.step_value, cfg.norm),
-                                x, cfg.eps_value, cfg.norm)
+            start = random_init(x, cfg.eps_value, cfg.norm) if cfg.random_start else x
+            return pgd_ascent(lambda xa: F.cross_entropy(model(xa).float(), y), x, start,
+                              eps=cfg.eps_value, step=cfg.step_value, steps=cfg.steps, norm=cfg.norm)
         finally:
             model.train(was_training)
-        return x_adv.detach()
 
     def loss(self, model, x, y, ctx):
         return F.cross_entropy(model(self.adversarial(model, x, y)), y)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from bench.defense import Defense
 from bench.eps import parse_eps
-from bench.perturb import ascent_step, norms, project, project_delta
+from bench.perturb import ascent_step, norms, pgd_ascent, project_delta
 from bench.registry import register_defense
 
 
@@ -70,21 +70,16 @@ def trades_adversarial(model, x: torch.Tensor, *, eps: float, step: float, steps
         return F.kl_div(F.log_softmax(model(x_adv).float(), dim=1), target, reduction="sum")
 
     if norm == "linf":
-        x_adv = x + init_std * torch.randn_like(x)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            (grad,) = torch.autograd.grad(kl_sum(x_adv), x_adv)
-            x_adv = ascent_step(x_adv.detach(), grad, step, "linf")
-            x_adv = project(x_adv, x, eps, "linf") if box else x + project_delta(x_adv - x, eps, "linf")
+        x_adv = pgd_ascent(kl_sum, x, x + init_std * torch.randn_like(x), eps=eps, step=step,
+                           steps=steps, norm="linf", box=box)
     elif norm == "l2":
         delta = init_std * torch.randn_like(x)
         for _ in range(steps):
             delta.requires_grad_(True)
             (grad,) = torch.autograd.grad(kl_sum(x + delta), delta)
             delta = delta.detach()
-            zero = norms(grad, "l2") == 0
-            if bool(zero.any()):  # reference: a random direction where the gradient vanishes
-                grad = torch.where(zero.view(-1, *([1] * (x.dim() - 1))), torch.randn_like(grad), grad)
+            zero = norms(grad, "l2") == 0  # reference: a random direction where it vanishes
+            grad = torch.where(zero.view(-1, *([1] * (x.dim() - 1))), torch.randn_like(grad), grad)
             delta = ascent_step(delta, grad, step, "l2")
             if box:
                 delta = (x + delta).clamp(0.0, 1.0) - x

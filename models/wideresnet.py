@@ -38,7 +38,6 @@ import math
 import re
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
