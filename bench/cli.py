@@ -196,6 +196,7 @@ def _dry_run(runner, cells) -> int:
     from sqlalchemy.orm import Session
 
     from bench import db
+    from bench.plan import group
     state = runner.status(cells)
     pending = [c for c in cells if runner.force or state[c.key] != "done"]
     jobs = group(pending)
