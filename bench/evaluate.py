@@ -20,6 +20,7 @@ from torch import nn
 
 from bench.data import DeviceData, load_split
 from bench.plan import Cell
+from bench.precision import frozen_parameters
 
 
 @dataclass
@@ -77,7 +78,10 @@ def evaluate(net: nn.Module, cells: list[Cell], data: EvalData, *,
         t0 = time.perf_counter()
         try:
             evset = data.get(first.model.dataset.plugin, first.eval.split).head(first.eval.n)
-            results = _run_group(net, group, evset, progress)
+            # attacks need input gradients only: frozen weights spare compiled graphs
+            # the weight gradients they would otherwise compute (bench.precision)
+            with frozen_parameters(net):
+                results = _run_group(net, group, evset, progress)
         except Exception as e:  # one broken attack fails its cells; the run goes on
             if isinstance(e, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()

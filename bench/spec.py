@@ -11,6 +11,7 @@ Top-level keys:
     seed: 0                 # default seed of models and cells
     precision: fp32 | bf16  # numerics policy (fp32 is the reference)
     compile: false
+    compile_mode: auto      # auto | default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
     defaults: {train: {...}, eval: {...}}
     datasets: {NAME: {plugin, train_subset}}
     models:   {NAME: {dataset, arch, arch_config, defense, defense_config, train, seed,
@@ -25,7 +26,6 @@ Top-level keys:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import Any
 from bench.config import ConfigError, build_config, config_dict
 from bench.eps import Eps, parse_eps
 from bench.errors import PluginError, SuiteError
+from bench.precision import COMPILE_MODES
 from bench.recipe import EvalConfig, TrainConfig
 from bench.registry import ATTACKS, DATASETS, DEFENSES, did_you_mean
 from bench.yamlload import LineDict, LineList, load_yaml
@@ -41,7 +42,7 @@ from bench.yamlload import LineDict, LineList, load_yaml
 SUITE_VERSION = 1
 PRECISIONS = ("fp32", "bf16")
 
-TOP_KEYS = {"version", "name", "description", "seed", "precision", "compile", "defaults",
+TOP_KEYS = {"version", "name", "description", "seed", "precision", "compile", "compile_mode", "defaults",
             "datasets", "models", "attacks", "matrix", "tables"}
 DATASET_KEYS = {"plugin", "train_subset", "description"}
 MODEL_KEYS = {"dataset", "arch", "arch_config", "defense", "defense_config", "train", "seed",
@@ -200,6 +201,7 @@ class Suite:
     tables: dict[str, TableSpec]
     sha256: str = ""
     tags: set[str] = field(default_factory=set)
+    compile_mode: str = "auto"   # torch.compile mode when compile is true (bench.precision)
 
 
 def stable_hash(obj: Any) -> str:
@@ -343,6 +345,10 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
         ctx.err(raw, "precision", f"must be one of {', '.join(PRECISIONS)}"
                 f"{did_you_mean(precision, list(PRECISIONS))}")
     compile_ = ctx.typed(raw, "compile", bool, "compile", False)
+    compile_mode = ctx.typed(raw, "compile_mode", str, "compile_mode", "auto")
+    if compile_mode not in COMPILE_MODES:
+        ctx.err(raw, "compile_mode", f"must be one of {', '.join(COMPILE_MODES)}"
+                f"{did_you_mean(compile_mode, list(COMPILE_MODES))}")
 
     defaults = ctx.mapping(raw.get("defaults"), "defaults", raw, "defaults")
     ctx.check_keys(defaults, {"train", "eval"}, "defaults")
@@ -565,5 +571,6 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
     text_bytes = Path(path).read_bytes() if text is None else text.encode()
     suite = Suite(path, ctx.typed(raw, "name", str, "name", Path(path).stem), seed, precision, compile_,
                   datasets, models, attacks, matrix, tables,
-                  sha256=hashlib.sha256(text_bytes).hexdigest(), tags=all_tags)
+                  sha256=hashlib.sha256(text_bytes).hexdigest(), tags=all_tags,
+                  compile_mode=compile_mode)
     return suite
