@@ -13,13 +13,30 @@ validation robust accuracy, checkpoints, precision and logging. A defense suppli
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
 from bench.attack import NoConfig
+from bench.precision import frozen_parameters
+
+
+@contextlib.contextmanager
+def crafting(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """The model as an inner maximisation needs it: in `mode` ("train" or "eval", as the
+    defense's reference does it) with its weights frozen — the inner loop takes input
+    gradients only, and compiled graphs then skip the weight gradients. Both are
+    restored on exit."""
+    was_training = model.training
+    model.train(mode == "train")
+    try:
+        with frozen_parameters(model):
+            yield model
+    finally:
+        model.train(was_training)
 
 
 @dataclasses.dataclass

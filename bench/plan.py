@@ -30,6 +30,7 @@ class Cell:
     seed: int
     smoke: bool
     precision: str
+    compile: bool = False
     tags: list[str] = field(default_factory=list)
     entries: list[str] = field(default_factory=list)
 
@@ -40,6 +41,7 @@ class Cell:
             "eps": {"literal": self.eps.literal, "value": self.eps.value},
             "eval": {"split": self.eval.split, "n": self.eval.n},
             "seed": self.seed, "smoke": self.smoke, "precision": self.precision,
+            "compile": self.compile,
         }
 
     @property
@@ -99,7 +101,7 @@ def expand(suite: Suite, *, tags: list[str] | None = None, filters: list[str] | 
             if not attack.cls.uses_eps:
                 e = NO_EPS
             cell = Cell(cell_id(model, attack, e), model, attack, e, ev, cell_seed, entry.smoke,
-                        suite.precision, list(entry.tags), [entry.name])
+                        suite.precision, suite.compile, list(entry.tags), [entry.name])
             old = cells.get(cell.id)
             if old is None:
                 cells[cell.id] = cell

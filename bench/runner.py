@@ -61,7 +61,7 @@ class Runner:
         self.ckpt_dir = results_dir / "checkpoints"
         self.offline, self.force, self.progress = offline, force, progress
         self.out = out or (lambda s: print(s, file=sys.stderr))
-        self.policy = Policy(suite.precision, suite.compile, device)
+        self.policy = Policy(suite.precision, suite.compile, device, compile_mode=suite.compile_mode)
         self.device_desc = device_name(device)
 
     # ------------------------------------------------------------------ bookkeeping

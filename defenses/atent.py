@@ -75,7 +75,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from bench.defense import Defense
+from bench.defense import Defense, crafting
 from bench.eps import parse_eps
 from bench.perturb import ascent_step, project, project_delta, random_init
 from bench.registry import register_defense
@@ -163,16 +163,12 @@ class ATENT(Defense):
 
     def sample(self, model, x, y) -> list[torch.Tensor]:
         cfg = self.config
-        was_training = model.training
-        model.train(cfg.inner_mode == "train")
-        try:
+        with crafting(model, cfg.inner_mode):
             return atent_chain(model, x, y, norm=cfg.norm, eps=cfg.eps_value,
                                step=cfg.step_value, steps=cfg.steps, noise=cfg.noise,
                                gamma=cfg.gamma, gamma_linf=cfg.gamma_linf,
                                project_every_step=cfg.project_every_step,
                                project_last=cfg.project_last, init=cfg.init)
-        finally:
-            model.train(was_training)
 
     def loss(self, model, x, y, ctx):
         iterates = self.sample(model, x, y)

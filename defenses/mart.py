@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from bench.defense import Defense
+from bench.defense import Defense, crafting
 from bench.eps import parse_eps
 from bench.perturb import pgd_ascent
 from bench.registry import register_defense
@@ -86,15 +86,11 @@ class MART(Defense):
 
     def adversarial(self, model, x, y):
         cfg = self.config
-        was_training = model.training
-        model.train(cfg.inner_mode == "train")
-        try:
+        with crafting(model, cfg.inner_mode):
             x = x.detach()
             start = x + 0.001 * torch.randn_like(x)
             x_adv = pgd_ascent(lambda xa: F.cross_entropy(model(xa).float(), y), x, start,
                                eps=cfg.eps_value, step=cfg.step_value, steps=cfg.steps, norm=cfg.norm)
-        finally:
-            model.train(was_training)
         return x_adv.clamp(0.0, 1.0)
 
     def loss(self, model, x, y, ctx):

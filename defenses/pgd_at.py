@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch.nn.functional as F
 
-from bench.defense import Defense
+from bench.defense import Defense, crafting
 from bench.eps import parse_eps
 from bench.perturb import pgd_ascent, random_init
 from bench.registry import register_defense
@@ -44,14 +44,10 @@ class PGDAT(Defense):
 
     def adversarial(self, model, x, y):
         cfg = self.config
-        was_training = model.training
-        model.train(cfg.inner_mode == "train")
-        try:
+        with crafting(model, cfg.inner_mode):
             start = random_init(x, cfg.eps_value, cfg.norm) if cfg.random_start else x
             return pgd_ascent(lambda xa: F.cross_entropy(model(xa).float(), y), x, start,
                               eps=cfg.eps_value, step=cfg.step_value, steps=cfg.steps, norm=cfg.norm)
-        finally:
-            model.train(was_training)
 
     def loss(self, model, x, y, ctx):
         return F.cross_entropy(model(self.adversarial(model, x, y)), y)

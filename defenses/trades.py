@@ -39,7 +39,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from bench.defense import Defense
+from bench.defense import Defense, crafting
 from bench.eps import parse_eps
 from bench.perturb import ascent_step, norms, pgd_ascent, project_delta
 from bench.registry import register_defense
@@ -117,13 +117,9 @@ class TRADES(Defense):
 
     def adversarial(self, model, x):
         cfg = self.config
-        was_training = model.training
-        model.train(cfg.inner_mode == "train")
-        try:
+        with crafting(model, cfg.inner_mode):
             return trades_adversarial(model, x, eps=cfg.eps_value, step=cfg.step_value,
                                       steps=cfg.steps, norm=cfg.norm, box=self.box)
-        finally:
-            model.train(was_training)
 
     def trades_objective(self, model, x, y):
         x_adv = self.adversarial(model, x)

@@ -82,7 +82,6 @@ def _train(x, y, adv_eps: float = 0.0, epochs: int = 10) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def mnist(data_root: Path):
-    torch.set_num_threads(1)
     xtr, ytr = load_split("mnist", "train", data_root)
     xte, yte = load_split("mnist", "test", data_root)
     return (_to_tensor(xtr[:2000]), torch.from_numpy(ytr[:2000]),

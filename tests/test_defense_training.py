@@ -2,8 +2,10 @@
 without NaN, and (for the adversarial ones) ends more robust than plain training under
 the same PGD.
 
-Budget: 768 training images, 4 epochs, 5-step inner loops, ε = 0.1 (ℓ∞) for training and attack: at MNIST's
-ε = 0.3 a few hundred images are not enough for any defense to learn. Entropy-SGD and
+Budget: 768 training images, 4 epochs, 5-step inner loops, training at ε = 0.1 (ℓ∞): at
+MNIST's ε = 0.3 a few hundred images are not enough for any defense to learn. The attack
+is PGD-10 at ε = 0.15, where plain training has lost more than half its accuracy
+(measured: 0.42–0.44 robust vs 0.85 clean) and the defenses keep 8 to 18 points more. Entropy-SGD and
 Gaussian-noise training are not adversarial defenses: the test asks them only to train
 (no NaN, clean accuracy well above chance); their robustness is not a claim of theirs.
 """
@@ -55,7 +57,7 @@ def suite_text() -> str:
           - name: main
             models: [{names}]
             attacks: [clean, pgd10]
-            eps: [0.1]
+            eps: [0.15]
             eval: {{n: 256, batch_size: 256}}
         """)
 

@@ -73,6 +73,7 @@ def test_keys_stable_across_processes(tmp_path):
     ("seed: 0", "seed: 1", True),                                      # seed
     ("eval: {n: 64}", "eval: {n: 65}", False),                         # number of examples
     ("version: 1\n", "version: 1\nprecision: bf16\n", True),           # precision
+    ("version: 1\n", "version: 1\ncompile: true\n", False),            # compilation
 ])
 def test_any_config_change_changes_the_keys(tmp_path, old, new, changes_model):
     base = expand(load_suite(write(tmp_path, GOOD)))
