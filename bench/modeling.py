@@ -45,6 +45,19 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def init_conv_bn_(model: nn.Module) -> None:
+    """The initialisation of the TRADES WideResNet and the bearpaw/Cohen CIFAR ResNets:
+    convolutions N(0, √(2 / (k·k·out_channels))), BatchNorm weight 1 and bias 0."""
+    import math
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def split_arch(arch: str) -> tuple[str, str | None]:
     name, _, variant = arch.partition(":")
     return name, (variant or None)

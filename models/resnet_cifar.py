@@ -32,14 +32,13 @@ carry Cohen's `1.` prefix; without, the bare network (bearpaw / ATENT keys).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch.nn.functional as F
 from torch import nn
 
-from bench.modeling import ModelPlugin, Normalize
+from bench.modeling import ModelPlugin, Normalize, init_conv_bn_
 from bench.registry import register_model
 
 COHEN_CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)   # locuslab/smoothing code/datasets.py
@@ -99,13 +98,7 @@ class CifarResNet(nn.Module):
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
             planes = w
         self.fc = nn.Linear(64, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn_(self)
 
     def forward(self, x):
         x = self.relu(self.bn1(self.conv1(x)))

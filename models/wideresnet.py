@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from bench.modeling import ModelPlugin, Normalize
+from bench.modeling import ModelPlugin, Normalize, init_conv_bn_
 from bench.registry import register_model
 
 
@@ -104,14 +104,9 @@ class WideResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.fc = nn.Linear(ch[3], num_classes)
         self.n_channels = ch[3]
+        init_conv_bn_(self)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):
