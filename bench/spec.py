@@ -263,6 +263,12 @@ class _Ctx:
             self.err(node, key, f"must be {names}, got {v!r}", f"{where}.{key}")
         return v
 
+    def ref(self, node: Any, key: Any, name: Any, known, kind: str, where: str) -> str:
+        """`name` must be one of `known` (models, attacks, …): else a located error with a suggestion."""
+        if not isinstance(name, str) or name not in known:
+            self.err(node, key, f"unknown {kind} {name!r}{did_you_mean(str(name), list(known))}", where)
+        return name
+
     def eps(self, node: Any, key: Any, raw: Any, where: str) -> Eps:
         try:
             return parse_eps(raw)
@@ -391,10 +397,7 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
         for req in ("dataset", "arch", "defense"):
             if req not in node:
                 ctx.err(node, None, f"needs a '{req}'", where)
-        ds = node["dataset"]
-        if not isinstance(ds, str) or ds not in datasets:
-            ctx.err(node, "dataset", f"unknown dataset {ds!r}{did_you_mean(str(ds), list(datasets))}",
-                    f"{where}.dataset")
+        ds = ctx.ref(node, "dataset", node["dataset"], datasets, "dataset", f"{where}.dataset")
         from bench.modeling import model_config
         arch = node["arch"]
         if not isinstance(arch, str):
@@ -468,8 +471,7 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
             if not names:
                 ctx.err(node, key if key in node else None, f"needs at least one of '{key}'", f"{where}.{key}")
             for n in names:
-                if n not in known:
-                    ctx.err(node, key, f"unknown {key[:-1]} {n!r}{did_you_mean(n, list(known))}", f"{where}.{key}")
+                ctx.ref(node, key, n, known, key[:-1], f"{where}.{key}")
         eps_raw = node.get("eps", [0])
         eps_list_raw = eps_raw if isinstance(eps_raw, list) else [eps_raw]
         eps_list = [ctx.eps(node, "eps", e, f"{where}.eps") for e in eps_list_raw]
@@ -489,12 +491,8 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
             for k in MATCH_KEYS:
                 if k not in it:
                     ctx.err(it, None, f"needs '{k}'", f"{where}.include[{j}]")
-            if it["model"] not in models:
-                ctx.err(it, "model", f"unknown model {it['model']!r}{did_you_mean(str(it['model']), list(models))}",
-                        f"{where}.include[{j}].model")
-            if it["attack"] not in attacks:
-                ctx.err(it, "attack", f"unknown attack {it['attack']!r}{did_you_mean(str(it['attack']), list(attacks))}",
-                        f"{where}.include[{j}].attack")
+            ctx.ref(it, "model", it["model"], models, "model", f"{where}.include[{j}].model")
+            ctx.ref(it, "attack", it["attack"], attacks, "attack", f"{where}.include[{j}].attack")
             include.append((it["model"], it["attack"], ctx.eps(it, "eps", it["eps"], f"{where}.include[{j}].eps")))
         exclude: list[Match] = []
         exc = node.get("exclude", [])
@@ -505,10 +503,10 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
             ctx.check_keys(it, MATCH_KEYS, f"{where}.exclude[{j}]")
             if not it:
                 ctx.err(exc, j, "an empty exclude would drop every cell", f"{where}.exclude[{j}]")
-            if "model" in it and it["model"] not in models:
-                ctx.err(it, "model", f"unknown model {it['model']!r}", f"{where}.exclude[{j}].model")
-            if "attack" in it and it["attack"] not in attacks:
-                ctx.err(it, "attack", f"unknown attack {it['attack']!r}", f"{where}.exclude[{j}].attack")
+            if "model" in it:
+                ctx.ref(it, "model", it["model"], models, "model", f"{where}.exclude[{j}].model")
+            if "attack" in it:
+                ctx.ref(it, "attack", it["attack"], attacks, "attack", f"{where}.exclude[{j}].attack")
             exclude.append(Match(it.get("model"), it.get("attack"),
                                  ctx.eps(it, "eps", it["eps"], f"{where}.exclude[{j}].eps") if "eps" in it else None))
         matrix.append(MatrixEntry(name, tags, mnames, anames, eps_list, ecfg, smoke, eseed, include, exclude))
@@ -527,8 +525,7 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
         for j, r in enumerate(rnode):
             m, lbl = (r, None) if isinstance(r, str) else (
                 (r.get("model"), r.get("label")) if isinstance(r, dict) else (None, None))
-            if m not in models:
-                ctx.err(rnode, j, f"unknown model {m!r}{did_you_mean(str(m), list(models))}", f"{where}.rows[{j}]")
+            ctx.ref(rnode, j, m, models, "model", f"{where}.rows[{j}]")
             rows.append((m, lbl or models[m].label))
         cols: list[Column] = []
         cnode = node.get("columns", [])
@@ -537,10 +534,8 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
         for j, c in enumerate(cnode):
             c = ctx.mapping(c, f"{where}.columns[{j}]", cnode, j)
             ctx.check_keys(c, COLUMN_KEYS, f"{where}.columns[{j}]")
-            a = c.get("attack")
-            if a not in attacks:
-                ctx.err(c, "attack" if "attack" in c else None,
-                        f"unknown attack {a!r}{did_you_mean(str(a), list(attacks))}", f"{where}.columns[{j}].attack")
+            a = ctx.ref(c, "attack" if "attack" in c else None, c.get("attack"), attacks, "attack",
+                        f"{where}.columns[{j}].attack")
             e = ctx.eps(c, "eps", c["eps"], f"{where}.columns[{j}].eps") if "eps" in c else None
             label = ctx.typed(c, "label", str, f"{where}.columns[{j}]",
                               attacks[a].label + (f" ε={e.literal}" if e else ""))

@@ -173,3 +173,9 @@ def test_malformed_eps(raw):
 def test_shipped_suite_is_valid(capsys):
     from tests.conftest import REPO
     assert main(["validate", str(REPO / "suite.yaml")]) == 0
+
+
+def test_a_list_where_a_name_belongs_is_a_located_error(tmp_path):
+    text = GOOD.replace("dataset: tiny", "dataset: [tiny]")
+    err = error_of(tmp_path, text)
+    assert "unknown dataset ['tiny']" in str(err) and err.line == line_of(text, "dataset: [tiny]")
