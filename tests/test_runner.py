@@ -403,3 +403,47 @@ def test_external_checkpoint_is_loaded_and_recorded(tiny, tmp_path, data_root):
     _, y = load_split("mnist", "test", data_root, offline=True)
     r = rows(engine)["tiny/m_nan/clean"]
     assert np.array_equal(db.unpack_outcomes(r.outcomes, r.n), y[:96] == 0)
+
+
+SWEEP = textwrap.dedent("""\
+    version: 1
+    datasets:
+      tiny: {plugin: mnist, train_subset: 1024}
+    attacks:
+      df: {plugin: deepfool, config: {norm: linf}}
+      cert: {plugin: certify, config: {sigma: 0.25, n0: 20, n: 200, batch: 100}}
+    models:
+      m:
+        dataset: tiny
+        arch: small_cnn
+        defense: sgd
+        train: {epochs: 2, batch_size: 32, lr: 0.05}
+    matrix:
+      - name: df
+        models: [m]
+        attacks: [df]
+        eps: [0.05, 0.1, 0.2]
+        eval: {n: 48, batch_size: 48}
+      - name: cert
+        models: [m]
+        attacks: [cert]
+        eps: [0, 0.25, 0.5]
+        eval: {n: 24, batch_size: 24}
+    """)
+
+
+def test_minimisation_and_certification_sweeps_through_the_runner(tmp_path, data_root):
+    p = tmp_path / "sweep.yaml"
+    p.write_text(SWEEP)
+    suite = load_suite(p)
+    runner, engine = runner_for(suite, tmp_path, data_root)
+    assert runner.run(expand(suite)).exit_status == 0
+    got = rows(engine)
+    df = [got[f"tiny/m/df/eps={e}"].robust_acc for e in ("0.05", "0.1", "0.2")]
+    assert df[0] >= df[1] >= df[2]
+    radius = [db.unpack_details(got[f"tiny/m/cert/eps={r}"].details)["radius"] for r in ("0", "0.25", "0.5")]
+    assert len(radius[0]) == 24 and all(np.array_equal(radius[0], r) for r in radius)  # one certification
+    for r, lit in ((0.0, "0"), (0.25, "0.25"), (0.5, "0.5")):
+        rec = got[f"tiny/m/cert/eps={lit}"]
+        ok = db.unpack_outcomes(rec.outcomes, rec.n)
+        assert not (ok & ~(radius[0] >= r)).any()    # certified at r needs a radius ≥ r
