@@ -20,7 +20,7 @@ from torch import nn
 
 from bench.data import DeviceData, load_split
 from bench.plan import Cell
-from bench.precision import frozen_parameters
+from bench.precision import eval_batch_size, frozen_parameters
 
 
 @dataclass
@@ -102,6 +102,8 @@ def _run_group(net, group: list[Cell], evset: DeviceData, progress: bool):
     outs: list[list[torch.Tensor]] = [[] for _ in group]
     details: list[dict[str, list[torch.Tensor]]] = [{} for _ in group]
     bs = first.eval.batch_size
+    if bs == "auto":
+        bs = eval_batch_size(net, str(evset.device))
     total = (len(evset) + bs - 1) // bs
     it = evset.batches(bs)
     if progress:

@@ -175,6 +175,17 @@ class _BucketBatch(nn.Module):
         return self.inner(torch.cat([x, pad]))[:n]
 
 
+def eval_batch_size(model: nn.Module, device: str) -> int:
+    """The evaluation batch for `eval.batch_size: auto`: one that fills the device.
+
+    Measured on an H100 (issue 6): 512 keeps WRN-34-10 compute-bound; small,
+    launch-bound models (SmallCNN, ResNet-20) want ≥ 1024. A CPU gains nothing past 256.
+    """
+    if torch.device(device).type != "cuda":
+        return 256
+    return 1024 if n_parameters(model) < SMALL_MODEL_PARAMS else 512
+
+
 def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -51,10 +51,10 @@ class TrainConfig:
 class EvalConfig:
     split: Literal["test", "train"] = "test"
     n: int | None = None             # the first n examples in dataset order (None: all)
-    batch_size: int = 256
+    batch_size: int | Literal["auto"] = 256   # auto: what fills the device (bench.precision)
 
     def __post_init__(self):
         if self.n is not None and self.n < 1:
             raise ValueError("n must be ≥ 1")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be ≥ 1")
+        if self.batch_size != "auto" and self.batch_size < 1:
+            raise ValueError("batch_size must be ≥ 1 or auto")

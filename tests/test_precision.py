@@ -283,3 +283,12 @@ def test_bf16_pgd_agrees_with_fp32_pgd_within_sampling_noise(robust_mlp, data_ro
     assert acc_clean > 0.85 and 0.2 < acc_rob < acc_clean, (acc_clean, acc_rob)
     # bf16 changes numerics, not the experiment: most samples agree outright
     assert (out["fp32"][1] == out["bf16"][1]).float().mean().item() > 0.9
+
+
+def test_auto_eval_batch_size_by_device_and_model_size():
+    from torch import nn
+
+    from bench.precision import eval_batch_size
+    small, large = nn.Linear(10, 10), nn.Linear(3000, 2000)   # 110 vs 6,002,000 parameters
+    assert eval_batch_size(small, "cpu") == 256 and eval_batch_size(large, "cpu") == 256
+    assert eval_batch_size(small, "cuda") == 1024 and eval_batch_size(large, "cuda:0") == 512

@@ -447,3 +447,18 @@ def test_minimisation_and_certification_sweeps_through_the_runner(tmp_path, data
         rec = got[f"tiny/m/cert/eps={lit}"]
         ok = db.unpack_outcomes(rec.outcomes, rec.n)
         assert not (ok & ~(radius[0] >= r)).any()    # certified at r needs a radius ≥ r
+
+
+def test_auto_evaluation_batch_size(tmp_path, data_root):
+    text = SWEEP.replace("eval: {n: 48, batch_size: 48}", "eval: {n: 48, batch_size: auto}")
+    p = tmp_path / "auto.yaml"
+    p.write_text(text)
+    suite = load_suite(p)
+    assert suite.matrix[0].eval.batch_size == "auto"
+    runner, engine = runner_for(suite, tmp_path, data_root)
+    assert runner.run(expand(suite, filters=["*/df/*"])).exit_status == 0
+    bad = SWEEP.replace("eval: {n: 48, batch_size: 48}", "eval: {n: 48, batch_size: big}")
+    p.write_text(bad)
+    from bench.errors import SuiteError
+    with pytest.raises(SuiteError, match="batch_size"):
+        load_suite(p)
