@@ -24,15 +24,13 @@ from sqlalchemy.orm import Session
 
 from bench import db
 from bench.checkpoints import load_checkpoint, save_checkpoint
-from bench.config import config_dict
 from bench.errors import BenchError, CheckpointError
 from bench.evaluate import CellOutcome, EvalData, evaluate
-from bench.modeling import build_model
 from bench.plan import Cell, ModelJob, group
 from bench.precision import Policy, device_name
 from bench.provenance import code_commit, host, library_versions
 from bench import sanity
-from bench.registry import ATTACKS, DATASETS
+from bench.registry import ATTACKS
 from bench.spec import Suite
 from bench.train import train_model
 
@@ -121,13 +119,12 @@ class Runner:
     def _cached_model(self, job: ModelJob):
         """The model from the checkpoint cache, or None (with a note when it was unusable)."""
         spec = job.model
-        info = DATASETS.get(spec.dataset.plugin).info
         with Session(self.engine) as s:
             rec = s.get(db.ModelRecord, job.key)
             if rec is None or rec.status != "done":
                 return None
             path, sha = Path(rec.checkpoint_path), rec.checkpoint_sha256
-        model = build_model(spec.arch, config_dict(spec.arch_config), info)
+        model = spec.build()
         try:
             load_checkpoint(model, path, sha)
         except CheckpointError as e:
@@ -139,34 +136,28 @@ class Runner:
         """A released checkpoint named by the suite (`checkpoint:`), recorded with its sha256."""
         from bench.checkpoints import sha256_file
         from bench.external import load_external_checkpoint
-        spec = job.model
-        info = DATASETS.get(spec.dataset.plugin).info
-        model = build_model(spec.arch, config_dict(spec.arch_config), info)
-        path = Path(spec.checkpoint).expanduser()
+        model = job.model.build()
+        path = Path(job.model.checkpoint).expanduser()
         load_external_checkpoint(model, path)
+        self._record_model(job, path, sha256_file(path), run_id)
+        return self.policy.prepare(model).eval()
+
+    def _record_model(self, job: ModelJob, path: Path, sha: str, run_id: int,
+                      seconds: float = 0.0, curves: dict | None = None) -> None:
+        spec = job.model
         with Session(self.engine) as s:
             s.merge(db.ModelRecord(
                 key=job.key, name=spec.name, dataset=spec.dataset.name, arch=spec.arch,
                 defense=spec.defense, config=spec.resolved(), checkpoint_path=str(path.resolve()),
-                checkpoint_sha256=sha256_file(path), train_seconds=0.0, curves={}, status="done",
+                checkpoint_sha256=sha, train_seconds=seconds, curves=curves or {}, status="done",
                 smoke=job.smoke, precision=spec.precision, seed=spec.seed, device=self.device_desc,
                 versions=library_versions(), run_id=run_id))
             s.commit()
-        return self.policy.prepare(model).eval()
 
     def _train(self, job: ModelJob, run_id: int):
         spec = job.model
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         resume = self.ckpt_dir / f"{job.key}.resume.pt"
-        robust_eval = None
-        if spec.train.early_stopping is not None:
-            es = spec.train.early_stopping
-            from bench.eps import parse_eps
-
-            def robust_eval(net, val, _attack=spec.early_stopping_attack, _eps=parse_eps(es.eps).value):
-                a = _attack.build()
-                ok = [a.run(net, x, y, _eps) for x, y, _ in val.batches(256)]
-                return torch.cat(ok).float().mean().item()
         init_path = None
         if spec.init_model is not None and spec.init_model.checkpoint:
             init_path = Path(spec.init_model.checkpoint).expanduser()
@@ -176,21 +167,15 @@ class Runner:
                 init_path = Path(s.get(db.ModelRecord, spec.init_model.key).checkpoint_path)
         self.out(f"training {spec.name} ({spec.arch}, {spec.defense}, {spec.train.epochs} epochs) on {self.device}")
         res = train_model(spec, data_root=self.data_root, policy=self.policy, resume_path=resume,
-                          progress=self.progress, offline=self.offline, robust_eval=robust_eval,
+                          progress=self.progress, offline=self.offline,
+                          robust_eval=_validation_robust_accuracy(spec),
                           log=self.out, init_path=init_path)
         path = self.ckpt_dir / f"{job.key}.pt"
         sha = save_checkpoint(res.model, path)
         curves = dict(res.curves)
         if res.best_epoch is not None:
             curves["best_epoch"] = res.best_epoch
-        with Session(self.engine) as s:
-            s.merge(db.ModelRecord(
-                key=job.key, name=spec.name, dataset=spec.dataset.name, arch=spec.arch,
-                defense=spec.defense, config=spec.resolved(), checkpoint_path=str(path.resolve()),
-                checkpoint_sha256=sha, train_seconds=res.seconds, curves=curves, status="done",
-                smoke=job.smoke, precision=spec.precision, seed=spec.seed, device=self.device_desc,
-                versions=library_versions(), run_id=run_id))
-            s.commit()
+        self._record_model(job, path, sha, run_id, res.seconds, curves)
         resume.unlink(missing_ok=True)
         return res.model.eval()
 
@@ -286,6 +271,21 @@ class Runner:
             summary.seconds = time.perf_counter() - t0
             self._end_run(run_id, status, summary)
         return summary
+
+
+def _validation_robust_accuracy(spec):
+    """Early stopping's measure: the suite's validation attack at its ε, or None."""
+    es = spec.train.early_stopping
+    if es is None:
+        return None
+    from bench.eps import parse_eps
+    attack, eps = spec.early_stopping_attack, parse_eps(es.eps).value
+
+    def robust_accuracy(net, val):
+        a = attack.build()
+        ok = [a.run(net, x, y, eps) for x, y, _ in val.batches(256)]
+        return torch.cat(ok).float().mean().item()
+    return robust_accuracy
 
 
 def _one_line(e: BaseException) -> str:

@@ -107,6 +107,12 @@ class ModelSpec:
     def key(self) -> str:
         return stable_hash(self.resolved())
 
+    def build(self):
+        """The untrained network of this model (on the CPU)."""
+        from bench.modeling import build_model
+        return build_model(self.arch, config_dict(self.arch_config),
+                           DATASETS.get(self.dataset.plugin).info)
+
 
 @dataclass
 class AttackSpec:

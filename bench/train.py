@@ -24,7 +24,6 @@ from torch import nn
 from bench.data import DeviceData, carve_validation, load_split
 from bench.defense import Defense, StepContext
 from bench.errors import BenchError
-from bench.modeling import build_model
 from bench.precision import Policy
 from bench.recipe import TrainConfig
 from bench.registry import DATASETS, DEFENSES
@@ -107,7 +106,7 @@ def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
     gen = seed_everything(spec.seed)
     info = DATASETS.get(spec.dataset.plugin).info
     train, val = load_train_data(spec, data_root, policy.device, offline=offline)
-    model = policy.prepare(build_model(spec.arch, _plain(spec.arch_config), info))
+    model = policy.prepare(spec.build())
     init = init_path or (Path(cfg.init_from).expanduser() if cfg.init_from else None)
     if init is not None:
         from bench.external import load_external_checkpoint
@@ -199,11 +198,6 @@ def _endless(data: DeviceData, batch_size: int, augment: bool, padding: int, gen
         for x, y, idx in data.batches(batch_size, shuffle=True, augment=augment,
                                       padding=padding, generator=gen):
             yield x, y, idx
-
-
-def _plain(cfg) -> dict:
-    from bench.config import config_dict
-    return config_dict(cfg)
 
 
 def _bar(it, total: int, desc: str, enabled: bool):
