@@ -487,34 +487,32 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
         ecfg = ctx.config(EvalConfig, eval_raw, node, "eval", f"{where}.eval")
         smoke = ctx.typed(node, "smoke", bool, where, False)
         eseed = ctx.typed(node, "seed", int, where)
-        include: list[tuple[str, str, Eps]] = []
-        inc = node.get("include", [])
-        if not isinstance(inc, list):
-            ctx.err(node, "include", "must be a list of {model, attack, eps}", f"{where}.include")
-        for j, it in enumerate(inc):
-            it = ctx.mapping(it, f"{where}.include[{j}]", inc, j)
-            ctx.check_keys(it, MATCH_KEYS, f"{where}.include[{j}]")
-            for k in MATCH_KEYS:
-                if k not in it:
-                    ctx.err(it, None, f"needs '{k}'", f"{where}.include[{j}]")
-            ctx.ref(it, "model", it["model"], models, "model", f"{where}.include[{j}].model")
-            ctx.ref(it, "attack", it["attack"], attacks, "attack", f"{where}.include[{j}].attack")
-            include.append((it["model"], it["attack"], ctx.eps(it, "eps", it["eps"], f"{where}.include[{j}].eps")))
-        exclude: list[Match] = []
-        exc = node.get("exclude", [])
-        if not isinstance(exc, list):
-            ctx.err(node, "exclude", "must be a list of {model?, attack?, eps?}", f"{where}.exclude")
-        for j, it in enumerate(exc):
-            it = ctx.mapping(it, f"{where}.exclude[{j}]", exc, j)
-            ctx.check_keys(it, MATCH_KEYS, f"{where}.exclude[{j}]")
-            if not it:
-                ctx.err(exc, j, "an empty exclude would drop every cell", f"{where}.exclude[{j}]")
-            if "model" in it:
-                ctx.ref(it, "model", it["model"], models, "model", f"{where}.exclude[{j}].model")
-            if "attack" in it:
-                ctx.ref(it, "attack", it["attack"], attacks, "attack", f"{where}.exclude[{j}].attack")
-            exclude.append(Match(it.get("model"), it.get("attack"),
-                                 ctx.eps(it, "eps", it["eps"], f"{where}.exclude[{j}].eps") if "eps" in it else None))
+        def matches(key: str, complete: bool) -> list[Match]:
+            """include (complete: model, attack and eps all given) or exclude (any subset)."""
+            items = node.get(key, [])
+            shape = "{model, attack, eps}" if complete else "{model?, attack?, eps?}"
+            if not isinstance(items, list):
+                ctx.err(node, key, f"must be a list of {shape}", f"{where}.{key}")
+            out = []
+            for j, it in enumerate(items):
+                at = f"{where}.{key}[{j}]"
+                it = ctx.mapping(it, at, items, j)
+                ctx.check_keys(it, MATCH_KEYS, at)
+                missing = [k for k in ("model", "attack", "eps") if k not in it]
+                if complete and missing:
+                    ctx.err(it, None, f"needs '{missing[0]}'", at)
+                if not it:
+                    ctx.err(items, j, "an empty exclude would drop every cell", at)
+                if "model" in it:
+                    ctx.ref(it, "model", it["model"], models, "model", f"{at}.model")
+                if "attack" in it:
+                    ctx.ref(it, "attack", it["attack"], attacks, "attack", f"{at}.attack")
+                out.append(Match(it.get("model"), it.get("attack"),
+                                 ctx.eps(it, "eps", it["eps"], f"{at}.eps") if "eps" in it else None))
+            return out
+
+        include = [(m.model, m.attack, m.eps) for m in matches("include", complete=True)]
+        exclude = matches("exclude", complete=False)
         matrix.append(MatrixEntry(name, tags, mnames, anames, eps_list, ecfg, smoke, eseed, include, exclude))
 
     # tables

@@ -179,3 +179,17 @@ def test_a_list_where_a_name_belongs_is_a_located_error(tmp_path):
     text = GOOD.replace("dataset: tiny", "dataset: [tiny]")
     err = error_of(tmp_path, text)
     assert "unknown dataset ['tiny']" in str(err) and err.line == line_of(text, "dataset: [tiny]")
+
+
+@pytest.mark.parametrize("block,needle,msg", [
+    ("    include:\n      - {model: m_sgd, attack: pgd5}\n", "{model: m_sgd, attack: pgd5}", "needs 'eps'"),
+    ("    include:\n      - {model: m_sgd, attack: pdg5, eps: 0.1}\n", "attack: pdg5", "did you mean 'pgd5'"),
+    ("    exclude:\n      - {}\n", "- {}", "empty exclude"),
+    ("    exclude:\n      - {modle: m_sgd}\n", "modle", "did you mean 'model'"),
+    ("    exclude:\n      - {eps: 8/2x5}\n", "8/2x5", "malformed epsilon"),
+])
+def test_include_exclude_errors_are_located(tmp_path, block, needle, msg):
+    old = "    eval: {n: 64}\n"
+    text = GOOD.replace(old, old + block)
+    err = error_of(tmp_path, text)
+    assert msg in str(err) and err.line == line_of(text, needle), str(err)
