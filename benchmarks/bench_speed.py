@@ -220,6 +220,30 @@ def measure(rows: list[Row], runners: dict, device: str, reps: int, warmups: dic
                 del live[v]
 
 
+def finish(rows: list[Row], runners: dict, *, images: int, flops, rate: float, device: str,
+           profile: bool, top: int, baseline: str, what: str, title: str) -> list[Row]:
+    """Images/s, share of the bf16 rate, optional profile and the ratio to `baseline`
+    for measured rows (the evaluation and the training benchmark alike)."""
+    for row in rows:
+        if row.error is None and row.times_s:
+            row.images_per_s = images / statistics.median(row.times_s)
+            row.peak_fraction = row.images_per_s * flops / rate if flops else None
+            if profile:
+                try:
+                    table, row.profile = profile_once(runners[row.variant], device, top)
+                    print(f"\n--- profile: {title} {VARIANT_LABEL[row.variant]} [{row.mode}]\n{table}")
+                except Exception as e:
+                    row.profile = [f"profile failed: {_error(e)}"]
+        print(f"  {what} {VARIANT_LABEL[row.variant]:24s} " +
+              (f"{row.images_per_s:10.1f} img/s (warm-up {row.warmup_s:.1f}s)" if row.images_per_s
+               else f"FAILED {row.error}"), file=sys.stderr)
+    runners.clear()
+    ref = next((r.images_per_s for r in rows if r.variant == baseline and r.images_per_s), None)
+    for r in rows:
+        r.ratio = r.images_per_s / ref if ref and r.images_per_s else None
+    return rows
+
+
 def profile_once(fn: Callable[[], object], device: str, top: int) -> tuple[str, list[str]]:
     """One run under torch.profiler: the top functions/kernels and a few highlight lines."""
     from torch.profiler import ProfilerActivity, profile
@@ -389,25 +413,9 @@ def bench_eval(arch: str, variants, batch: int, device: str, reps: int, rate: fl
             row.error = _error(e)
     cuda = torch.device(device).type == "cuda"
     measure(rows, runners, device, reps, {"fast": 2 if cuda else 1})
-    for row in rows:
-        if row.error is None and row.times_s:
-            row.images_per_s = batch / statistics.median(row.times_s)
-            row.peak_fraction = row.images_per_s * flops / rate
-            if profile:
-                try:
-                    table, row.profile = profile_once(runners[row.variant], device, top)
-                    print(f"\n--- profile: PGD-20 {arch} batch {batch} {VARIANT_LABEL[row.variant]} "
-                          f"[{row.mode}]\n{table}")
-                except Exception as e:
-                    row.profile = [f"profile failed: {_error(e)}"]
-        print(f"  eval {arch:10s} {VARIANT_LABEL[row.variant]:24s} " +
-              (f"{row.images_per_s:10.1f} img/s (warm-up {row.warmup_s:.1f}s)" if row.images_per_s
-               else f"FAILED {row.error}"), file=sys.stderr)
-    runners.clear()
-    ref = next((r.images_per_s for r in rows if r.variant == "foolbox" and r.images_per_s), None)
-    for r in rows:
-        r.ratio = r.images_per_s / ref if ref and r.images_per_s else None
-    return rows
+    return finish(rows, runners, images=batch, flops=flops, rate=rate, device=device,
+                  profile=profile, top=top, baseline="foolbox",
+                  what=f"eval {arch:10s}", title=f"PGD-20 {arch} batch {batch}")
 
 
 def train_runner(variant: str, defense_name: str, base: nn.Module, data_u8: torch.Tensor,
@@ -470,25 +478,10 @@ def bench_train(arch: str, defense_name: str, variants, batch: int, n_batches: i
         except Exception as e:
             row.error = _error(e)
     measure(rows, runners, device, reps, {})
-    for row in rows:
-        if row.error is None and row.times_s:
-            row.images_per_s = n / statistics.median(row.times_s)
-            row.peak_fraction = row.images_per_s * flops / rate if flops else None
-            if profile:
-                try:
-                    table, row.profile = profile_once(runners[row.variant], device, top)
-                    print(f"\n--- profile: {defense_name} {arch} batch {batch} × {n_batches} "
-                          f"{VARIANT_LABEL[row.variant]} [{row.mode}]\n{table}")
-                except Exception as e:
-                    row.profile = [f"profile failed: {_error(e)}"]
-        print(f"  train {defense_name:6s} {arch:10s} {VARIANT_LABEL[row.variant]:24s} " +
-              (f"{row.images_per_s:10.1f} img/s (warm-up {row.warmup_s:.1f}s)" if row.images_per_s
-               else f"FAILED {row.error}"), file=sys.stderr)
-    runners.clear()
-    ref = next((r.images_per_s for r in rows if r.variant == "reference" and r.images_per_s), None)
-    for r in rows:
-        r.ratio = r.images_per_s / ref if ref and r.images_per_s else None
-    return rows
+    return finish(rows, runners, images=n, flops=flops, rate=rate, device=device,
+                  profile=profile, top=top, baseline="reference",
+                  what=f"train {defense_name:6s} {arch:10s}",
+                  title=f"{defense_name} {arch} batch {batch} × {n_batches}")
 
 
 # ============================================================================ report
