@@ -110,21 +110,16 @@ def _run_group(net, group: list[Cell], evset: DeviceData, progress: bool):
         from tqdm.auto import tqdm
         label = first.id if len(group) == 1 else f"{first.model.name}/{first.attack.name} ×{len(group)} ε"
         it = tqdm(it, total=total, desc=f"eval {label}", leave=False, dynamic_ncols=True, mininterval=0.5)
+    # a fixed-ε attack's group is a single cell (sweep_groups); its draws are seeded by ε too
+    tag = "" if one_pass else first.eps.literal
     for b, (x, y, _) in enumerate(it):
-        if one_pass:
-            torch.manual_seed(_batch_seed(first.seed, b))
-            res = attack.run_sweep(net, x, y, eps_values)
-            det = dict(getattr(attack, "details", {}) or {})
-            for i in range(len(group)):
-                outs[i].append(res[i])
-                for k, v in det.items():
-                    details[i].setdefault(k, []).append(v)
-        else:
-            for i, c in enumerate(group):
-                torch.manual_seed(_batch_seed(c.seed, b, c.eps.literal))
-                outs[i].append(attack.run(net, x, y, c.eps.value))
-                for k, v in (getattr(attack, "details", {}) or {}).items():
-                    details[i].setdefault(k, []).append(v)
+        torch.manual_seed(_batch_seed(first.seed, b, tag))
+        res = attack.run_sweep(net, x, y, eps_values)
+        det = dict(getattr(attack, "details", {}) or {})
+        for i in range(len(group)):
+            outs[i].append(res[i])
+            for k, v in det.items():
+                details[i].setdefault(k, []).append(v)
     return [(torch.cat(o).cpu().numpy().astype(bool),
              {k: torch.cat(v).detach().cpu().numpy() for k, v in d.items()})
             for o, d in zip(outs, details)]
