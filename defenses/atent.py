@@ -36,12 +36,18 @@ Where the paper and the authors' code differ — the paper is the default, the c
   forwards — the same values, only the BatchNorm running-average updates are reordered.)
 * γ for ℓ∞: the paper's energy has the γ term for both norms (`gamma_linf: true`); the
   code ignores γ for ℓ∞ (`gamma_linf: false`);
-* start x_0: `init: uniform` (default) is uniform in the ε-ball (`bench.perturb.random_init`,
-  clamped). The paper starts the chain at a random point near the data, at a scale of
-  about 1/γ (the scope of its Gibbs measure); the exact formula could not be checked
-  against the paper text here (*unverified*), so no 1/γ radius is implemented.
-  `init: code` is the code's start: ℓ∞ a random **corner** x + ε·sign(N(0, I)), ℓ2 N(0, I) projected onto
-  the ε-ball (≈ the sphere of radius ε), neither clamped; `init: none` starts at x;
+* start x_0: the paper starts the chain at a random point near the data, at the scope of
+  its Gibbs measure (within about 1/γ of the data). `init: gibbs` (default) is our
+  reading of that: a draw from the measure's Gaussian factor as this chain parameterises
+  it — the stationary law of the chain with the loss gradient switched off,
+  x_{k+1} − x = (1 − γ)(x_k − x) + σ·ξ with σ = ε_th·√(2η′), i.e.
+  x_0 = x + N(0, σ²/(γ(2 − γ))·I), clamped to [0, 1] (std ≈ ε_th·√(η′/γ): 1/√γ in the
+  scale, η′ and ε_th fixing the temperature). The exact formula could not be checked
+  against the paper text here (*unverified*); it needs the pull (γ > 0, and `gamma_linf`
+  for ℓ∞), so configs without it choose another start: `init: uniform` is uniform in the
+  ε-ball (`bench.perturb.random_init`, clamped); `init: code` is the code's start: ℓ∞ a
+  random **corner** x + ε·sign(N(0, I)), ℓ2 N(0, I) projected onto the ε-ball (≈ the
+  sphere of radius ε), neither clamped; `init: none` starts at x;
 * the code's ℓ2 step divides by the gradient norm without a floor (NaN for a zero
   gradient) and stops the batch early when ‖∇‖ < 5e-4 ("vanishing gradients"); here the
   norm is floored at 1e-12 (a zero gradient gives a zero step) and nothing stops early;
@@ -54,8 +60,10 @@ Per-table settings (defaults of this Config = Table 3):
   the other: noise 1e-3 and no projection; SGD lr 0.01 momentum 0.9 (no wd), batch 50
   → clean 98.66 / ℓ2 PGD-40 79.3.
 * Table 2, MNIST ℓ∞: SmallCNN, ε 0.3, **K = 80** (2 × 40), η′ 0.01, noise 1e-4, γ 0,
-  `project_every_step: true`; SGD lr 0.01 momentum 0.9 (the notebook's wd 1e-4 is not
-  passed to the optimizer), batch 128 → 99.45 / PGD-40 96.4.
+  `project_every_step: true`; with γ = 0 the paper's γ-prior is flat, so this row starts
+  where the code does (`init: code`, a random corner of the ε-ball); SGD lr 0.01
+  momentum 0.9 (the notebook's wd 1e-4 is not passed to the optimizer), batch 128
+  → 99.45 / PGD-40 96.4.
 * Table 3, CIFAR-10 ℓ∞: WRN-34-10, ε 0.031, K 10, η′ 0.007, noise 1e-3, last-step
   projection; SGD lr 0.1 momentum 0.9 wd 5e-4, batch 128, 76 epochs, lr ×0.1 at 75,
   seed 1 → 85.67 / PGD-20 57.28. γ: unused by the code for ℓ∞; the default 1e-3 is
@@ -81,8 +89,21 @@ from bench.perturb import ascent_step, project, project_delta, random_init
 from bench.registry import register_defense
 
 
-def atent_init(x: torch.Tensor, eps: float, norm: str, init: str) -> torch.Tensor:
-    """The chain's start x_0 (see the module docstring for the three choices)."""
+def gibbs_prior_std(step: float, noise: float, gamma: float) -> float:
+    """Per-coordinate std of the chain's stationary law without the loss gradient:
+    Var = σ²/(1 − (1 − γ)²) = σ²/(γ(2 − γ)), σ = noise·√(2·step)."""
+    if not 0.0 < gamma < 2.0:
+        raise ValueError("the γ-prior needs 0 < gamma < 2")
+    return noise * math.sqrt(2.0 * step) / math.sqrt(gamma * (2.0 - gamma))
+
+
+def atent_init(x: torch.Tensor, eps: float, norm: str, init: str,
+               prior_std: float | None = None) -> torch.Tensor:
+    """The chain's start x_0 (see the module docstring for the four choices)."""
+    if init == "gibbs":
+        if prior_std is None:
+            raise ValueError("init 'gibbs' needs the prior's std (gibbs_prior_std)")
+        return (x + prior_std * torch.randn_like(x)).clamp(0.0, 1.0)
     if init == "uniform":
         return random_init(x, eps, norm)
     if init == "code":
@@ -95,17 +116,25 @@ def atent_init(x: torch.Tensor, eps: float, norm: str, init: str) -> torch.Tenso
     raise ValueError(f"unknown init {init!r}")
 
 
+GIBBS_NEEDS_PULL = ("init 'gibbs' (the default) draws the start from the γ-prior of the "
+                    "paper's measure and needs the pull: gamma > 0, and gamma_linf: true "
+                    "for ℓ∞; without it choose init: uniform, code or none")
+
+
 def atent_chain(model, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float,
                 step: float, steps: int, noise: float, gamma: float,
                 gamma_linf: bool = True, project_every_step: bool = False,
-                project_last: bool = True, init: str = "uniform") -> list[torch.Tensor]:
+                project_last: bool = True, init: str = "gibbs") -> list[torch.Tensor]:
     """Run the SGLD chain in whatever mode `model` is in. Returns the iterates
     [x_0, x_1, …, x_K], detached (x_0 is the start; the loss uses x_1 … x_K)."""
     x = x.detach()
-    x_k = atent_init(x, eps, norm, init).detach()
+    use_gamma = gamma != 0 and (norm == "l2" or gamma_linf)
+    if init == "gibbs" and not use_gamma:
+        raise ValueError(GIBBS_NEEDS_PULL)
+    prior_std = gibbs_prior_std(step, noise, gamma) if init == "gibbs" else None
+    x_k = atent_init(x, eps, norm, init, prior_std).detach()
     iterates = [x_k]
     noise_std = noise * math.sqrt(2.0 * step)
-    use_gamma = gamma != 0 and (norm == "l2" or gamma_linf)
     for k in range(steps):
         x_g = x_k.clone().requires_grad_(True)
         loss = F.cross_entropy(model(x_g).float(), y)
@@ -148,7 +177,7 @@ class ATENT(Defense):
         alpha: float = 0.9                   # weight of the newest iterate's loss
         project_every_step: bool = False     # MNIST ℓ∞: true
         project_last: bool = True            # Eq. 14; CIFAR ℓ2: false (never projected)
-        init: Literal["uniform", "code", "none"] = "uniform"
+        init: Literal["gibbs", "uniform", "code", "none"] = "gibbs"   # code: "code"
         inner_mode: Literal["eval", "train"] = "eval"   # code: train
 
         def __post_init__(self):
@@ -160,6 +189,11 @@ class ATENT(Defense):
                 raise ValueError("alpha must be in (0, 1]")
             if self.noise < 0 or self.gamma < 0:
                 raise ValueError("noise and gamma must be ≥ 0")
+            if self.init == "gibbs":
+                if self.gamma == 0 or (self.norm == "linf" and not self.gamma_linf):
+                    raise ValueError(GIBBS_NEEDS_PULL)
+                if self.gamma >= 2:
+                    raise ValueError("init 'gibbs' needs gamma < 2 (the pull overshoots)")
 
     def sample(self, model, x, y) -> list[torch.Tensor]:
         cfg = self.config

@@ -28,7 +28,7 @@ ADVERSARIAL = {
     "trades": "{norm: linf, eps: 0.1, step_size: 0.025, steps: 5, beta: 6.0}",
     "mart": "{norm: linf, eps: 0.1, step_size: 0.025, steps: 5, beta: 6.0}",
     "mma": "{norm: linf, d_max: 0.15, mineps: 0.02, nb_iter: 5, search_steps: 5}",
-    "atent": "{norm: linf, eps: 0.1, step_size: 0.025, steps: 5, project_every_step: true, gamma: 0.0}",
+    "atent": "{norm: linf, eps: 0.1, step_size: 0.025, steps: 5, project_every_step: true, gamma: 0.0, init: code}",
     "trades_smooth": "{norm: linf, eps: 0.1, step_size: 0.025, steps: 5, beta: 6.0, sigma: 0.05}",
 }
 TRAINING_ONLY = {

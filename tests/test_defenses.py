@@ -16,7 +16,7 @@ from bench.config import build_config, describe_config
 from bench.defense import StepContext
 from bench.perturb import norms, within
 from bench.registry import DEFENSES
-from defenses.atent import atent_chain, ema_loss
+from defenses.atent import atent_chain, ema_loss, gibbs_prior_std
 from defenses.mart import boosted_ce, mart_objective, mart_weight
 from defenses.mma import anpgd, bisection_search, soft_logit_margin
 from defenses.trades import trades_adversarial, trades_kl
@@ -238,6 +238,32 @@ def test_atent_noise_has_the_stated_scale(norm):
         std = float((b - a).std())
         assert std == pytest.approx(noise * math.sqrt(2 * step), rel=0.03)
         assert abs(float((b - a).mean())) < 2e-3
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_atent_gibbs_start_is_the_stationary_law_of_the_gamma_prior(norm):
+    # With the loss gradient off, the chain x_{k+1} − x = (1 − γ)(x_k − x) + σξ keeps the
+    # law of its start exactly when the start is the γ-prior; a wrong variance drifts.
+    x = torch.full((64, 1, 32, 32), 0.5)
+    y = torch.zeros(64, dtype=torch.long)
+    step, noise, gamma = 0.02, 0.25, 0.5                       # σ = 0.05
+    std = noise * math.sqrt(2 * step) / math.sqrt(gamma * (2 - gamma))
+    assert gibbs_prior_std(step, noise, gamma) == pytest.approx(std)
+    torch.manual_seed(0)
+    it = atent_chain(ZeroGrad(1024), x, y, norm=norm, eps=10.0, step=step, steps=6,
+                     noise=noise, gamma=gamma, project_last=False)   # default init: gibbs
+    for z in it:
+        assert float((z - x).std()) == pytest.approx(std, rel=0.03)
+        assert abs(float((z - x).mean())) < 3e-3
+
+
+def test_atent_gibbs_start_needs_the_pull():
+    cls = DEFENSES.get("atent")
+    for bad in ({"gamma": 0.0}, {"gamma_linf": False}, {"gamma": 2.5}):
+        with pytest.raises(ValueError, match="gibbs"):
+            cls.Config(**bad)
+    assert cls.Config(gamma=0.0, init="code").init == "code"
+    assert cls.Config(norm="l2", gamma_linf=False).init == "gibbs"   # ℓ2 always has the pull
 
 
 def test_atent_gamma_pulls_towards_the_clean_point_and_linf_option():

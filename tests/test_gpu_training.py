@@ -37,7 +37,7 @@ DEFENSES = {
     "trades": "{norm: linf, eps: 0.3, step_size: 0.01, steps: 40, beta: 6.0}",
     "mart": "{norm: linf, eps: 0.3, step_size: 0.01, steps: 40, beta: 6.0}",
     "mma": "{norm: linf, d_max: 0.45, mineps: 0.1, nb_iter: 40}",
-    "atent": "{norm: linf, eps: 0.3, step_size: 0.01, steps: 40, noise: 0.0001, gamma: 0.0, project_every_step: true}",
+    "atent": "{norm: linf, eps: 0.3, step_size: 0.01, steps: 40, noise: 0.0001, gamma: 0.0, project_every_step: true, init: code}",
     "gaussian": "{sigma: 0.25}",
 }
 
