@@ -15,16 +15,12 @@ step 0.003, ε 0.031, ep 1e-3 → 60.5 % on the ATENT WRN-34-10, weaker than PGD
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-import torch.nn.functional as F
-
 from bench.attack import Attack
-from bench.perturb import ascent_step, project, project_delta
 from bench.registry import register_attack
+from defenses.atent import atent_chain
 
 
 @register_attack("atent")
@@ -50,24 +46,10 @@ class ATENTAttack(Attack):
                 raise ValueError("step_size must be > 0 and ep ≥ 0")
 
     def perturb(self, model, x, y, eps):
-        c, norm = self.config, self.norm
-        noise = torch.randn_like(x)
-        if norm == "linf":
-            x_adv = x + eps * noise.sign()
-        else:
-            x_adv = x + project_delta(noise, eps, "l2")
-        sigma = c.ep * math.sqrt(2 * c.step_size)
-        for k in range(c.steps):
-            x_adv = x_adv.detach().requires_grad_(True)
-            loss = F.cross_entropy(model(x_adv).float(), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            x_prev = x_adv.detach()
-            x_adv = ascent_step(x_prev, grad, c.step_size, norm)
-            if norm == "l2":
-                x_adv = x_adv + c.gamma * (x - x_prev)
-            x_adv = x_adv + sigma * torch.randn_like(x)
-            if c.project_every_step or k == c.steps - 1:
-                x_adv = project(x_adv, x, eps, norm)
-            else:
-                x_adv = x_adv.clamp(0.0, 1.0)
-        return x_adv.detach()
+        # The training defense's chain (defenses.atent) with the notebook's choices: the
+        # code's start, γ for ℓ2 only, projection after the last step; its last iterate.
+        c = self.config
+        return atent_chain(model, x, y, norm=self.norm, eps=eps, step=c.step_size,
+                           steps=c.steps, noise=c.ep, gamma=c.gamma, gamma_linf=False,
+                           project_every_step=c.project_every_step, project_last=True,
+                           init="code")[-1]
