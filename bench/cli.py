@@ -160,7 +160,7 @@ def cmd_ls(args) -> int:
 
 
 def _ls_plugins() -> int:
-    from bench.config import describe_config
+    from bench.config import describe_config, presets_of
     from bench.registry import ATTACKS, DATASETS, DEFENSES, MODELS
     for reg in (DATASETS, MODELS, DEFENSES, ATTACKS):
         print(f"{reg.kind}s:")
@@ -171,6 +171,9 @@ def _ls_plugins() -> int:
             if cfg is not None and hasattr(cfg, "__dataclass_fields__"):
                 for fname, ftype, default in describe_config(cfg):
                     print(f"      {fname}: {ftype} = {default!r}")
+                for pname, pvalues in presets_of(cfg).items():
+                    shown = ", ".join(f"{k}: {v}" for k, v in pvalues.items())
+                    print(f"      preset {pname}: {{{shown}}}")
     return 0
 
 

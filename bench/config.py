@@ -4,6 +4,11 @@ Every plugin declares `Config`, a dataclass whose defaults are the paper's value
 `build_config` turns a mapping into that dataclass, refusing unknown keys (with a
 "did you mean") and values of the wrong type, so a typo in suite.yaml never silently
 falls back to a default.
+
+A Config may also carry `PRESETS: ClassVar[dict[str, dict]]`, named sets of values (a
+paper's settings per table). `{preset: NAME, key: value}` starts from that set and lets
+the explicit keys override it; only the resolved values are kept, so a preset and the
+same values written out give the same config (and the same cell keys).
 """
 
 from __future__ import annotations
@@ -101,11 +106,32 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
     raise ConfigError(path, f"must be {_type_name(tp)}, got {value!r}")
 
 
+PRESET_KEY = "preset"
+
+
+def presets_of(cls: type) -> dict[str, dict]:
+    return dict(getattr(cls, "PRESETS", None) or {})
+
+
+def apply_preset(cls: type, values: dict, path: str = "") -> dict:
+    """`values` with its `preset:` expanded (explicit keys win); unchanged without one."""
+    presets = presets_of(cls)
+    if PRESET_KEY not in values or not presets:
+        return values
+    sub = f"{path}.{PRESET_KEY}" if path else PRESET_KEY
+    name = values[PRESET_KEY]
+    if not isinstance(name, str) or name not in presets:
+        raise ConfigError(sub, f"unknown preset {name!r}; known: {', '.join(presets)}"
+                          + (did_you_mean(name, list(presets)) if isinstance(name, str) else ""))
+    rest = {k: v for k, v in values.items() if k != PRESET_KEY}
+    return {**presets[name], **rest}
+
+
 def build_config(cls: type, values: Mapping[str, Any] | None, path: str = "") -> Any:
     """Build dataclass `cls` from `values`, strictly (unknown keys and bad types are errors)."""
-    values = dict(values or {})
-    if not isinstance(values, dict):
+    if values is not None and not isinstance(values, Mapping):
         raise ConfigError(path, f"must be a mapping, got {values!r}")
+    values = apply_preset(cls, dict(values or {}), path)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
