@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,13 @@ class EntropySGD(Defense):
 
     @dataclass
     class Config:
+        # Chaudhari et al.'s scope γ₀: mnistconv 1e-4, cifarconv 0.03; L = 20.
+        PRESETS: ClassVar[dict[str, dict]] = {
+            "mnist_l2": {"L": 20, "gamma0": 1e-4},
+            "mnist_linf": {"L": 20, "gamma0": 1e-4},
+            "cifar_linf": {"L": 20, "gamma0": 0.03},
+        }
+
         L: int = 20                              # inner SGLD steps (0: SGD-Nesterov)
         inner_lr: float = 0.1                    # η′
         beta1: float = 0.75                      # μ ← β₁μ + (1−β₁)w

@@ -27,7 +27,7 @@ projection from the shared perturbation code) is an extension, not MART's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +73,17 @@ class MART(Defense):
 
     @dataclass
     class Config:
+        # The suite's rows (the ResNet-18 recipe's β = 5 for the CIFAR ℓ2 ResNet).
+        PRESETS: ClassVar[dict[str, dict]] = {
+            "mnist_l2": {"norm": "l2", "eps": 2, "step_size": 0.125, "steps": 40, "beta": 6.0},
+            "mnist_linf": {"norm": "linf", "eps": 0.3, "step_size": 0.01, "steps": 40,
+                           "beta": 6.0},
+            "cifar_linf": {"norm": "linf", "eps": 0.031, "step_size": 0.007, "steps": 10,
+                           "beta": 6.0},
+            "cifar_l2": {"norm": "l2", "eps": 0.435, "step_size": 0.0435, "steps": 10,
+                         "beta": 5.0},
+        }
+
         norm: Literal["linf", "l2"] = "linf"  # l2: an extension (the reference is ℓ∞ only)
         eps: float | str = "0.031"
         step_size: float | str = "0.007"

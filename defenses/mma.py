@@ -45,7 +45,7 @@ Where this file differs from the reference:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +130,14 @@ class MMA(Defense):
 
     @dataclass
     class Config:
+        # The suite's rows: MMA's MNIST ℓ∞ d_max 0.45 and ℓ2 d_max 4 (40 iterations),
+        # CIFAR ℓ∞ d_max 32/255 (10 iterations).
+        PRESETS: ClassVar[dict[str, dict]] = {
+            "mnist_l2": {"norm": "l2", "d_max": 4, "mineps": 0.5, "nb_iter": 40},
+            "mnist_linf": {"norm": "linf", "d_max": 0.45, "mineps": 0.1, "nb_iter": 40},
+            "cifar_linf": {"norm": "linf", "d_max": "32/255", "nb_iter": 10},
+        }
+
         norm: Literal["linf", "l2"] = "linf"
         d_max: float | str = "32/255"           # hinge_maxeps (CIFAR ℓ∞: 12, 20 or 32 /255)
         mineps: float | str | None = None       # None: 0.005 (ℓ∞) or 0.5 (ℓ2), the CIFAR values

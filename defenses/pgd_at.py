@@ -15,7 +15,7 @@ and Rice's code (BatchNorm uses batch statistics), "eval" follows TRADES/MART.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch.nn.functional as F
 
@@ -31,6 +31,16 @@ class PGDAT(Defense):
 
     @dataclass
     class Config:
+        # The suite's rows: Table 1 MNIST ℓ2, Table 2 MNIST ℓ∞ (the TRADES/Madry MNIST
+        # inner loop), Table 3 CIFAR ℓ∞ (Rice et al.), Tables 4–5 CIFAR ℓ2 (step ε/10).
+        PRESETS: ClassVar[dict[str, dict]] = {
+            "mnist_l2": {"norm": "l2", "eps": 2, "step_size": 0.125, "steps": 40},
+            "mnist_linf": {"norm": "linf", "eps": 0.3, "step_size": 0.01, "steps": 40,
+                           "inner_mode": "train"},
+            "cifar_linf": {"norm": "linf", "eps": "8/255", "step_size": "2/255", "steps": 10},
+            "cifar_l2": {"norm": "l2", "eps": 0.435, "step_size": 0.0435, "steps": 10},
+        }
+
         norm: Literal["linf", "l2"] = "linf"
         eps: float | str = "8/255"
         step_size: float | str = "2/255"

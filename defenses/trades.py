@@ -34,7 +34,7 @@ null` (the default) means "the reference's rule": 0.007 for ℓ∞, 2ε/K for �
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +96,16 @@ class TRADES(Defense):
 
     @dataclass
     class Config:
+        # The suite's rows (β = 6 throughout; ℓ2 step 2ε/K by default).
+        PRESETS: ClassVar[dict[str, dict]] = {
+            "mnist_l2": {"norm": "l2", "eps": 2, "steps": 40, "beta": 6.0},
+            "mnist_linf": {"norm": "linf", "eps": 0.3, "step_size": 0.01, "steps": 40,
+                           "beta": 6.0},
+            "cifar_linf": {"norm": "linf", "eps": 0.031, "step_size": 0.007, "steps": 10,
+                           "beta": 6.0},
+            "cifar_l2": {"norm": "l2", "eps": 0.435, "steps": 10, "beta": 6.0},
+        }
+
         norm: Literal["linf", "l2"] = "linf"
         eps: float | str = "0.031"           # TRADES CIFAR ε (MNIST: 0.3)
         step_size: float | str | None = None  # None: 0.007 (ℓ∞) or 2ε/K (ℓ2), as trades.py

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench.cli import build_parser, main
+from bench.config import build_config, presets_of
+from bench.spec import load_suite
 from bench.registry import ATTACKS, DEFENSES, MODELS
 from tests.conftest import REPO
 
@@ -49,6 +51,22 @@ def test_every_plugin_is_documented_and_typed(registry):
         assert module_doc, f"{registry.kind} {name}: its file has no docstring naming the source"
         assert dataclasses.is_dataclass(cls.Config), f"{registry.kind} {name}: Config is not a dataclass"
         cls.Config()  # the paper's defaults construct
+        for preset in presets_of(cls.Config):  # and so does every named set of values
+            build_config(cls.Config, {"preset": preset}, f"{name}.{preset}")
+
+
+def test_the_paper_rows_of_the_suite_use_their_defenses_presets():
+    # Every table row's defense config is one of its plugin's presets, so the values
+    # live (documented) in the plugin and the suite cannot drift from them.
+    suite = load_suite(REPO / "suite.yaml")
+    rows = {model for t in suite.tables.values() for model, _label in t.rows}
+    for name in rows:
+        m = suite.models[name]
+        cls = DEFENSES.get(m.defense).Config
+        if not presets_of(cls):
+            continue
+        built = [build_config(cls, {"preset": p}) for p in presets_of(cls)]
+        assert m.defense_config in built, f"{name}: {m.defense} config is none of its presets"
 
 
 def test_every_command_explains_itself(capsys):

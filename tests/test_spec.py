@@ -100,6 +100,12 @@ def test_good_suite_parses(tmp_path):
     ("models: [m_sgd, m_at]", "models: [m_sgd, m_xt]", "models: [m_sgd, m_xt]", "models", "unknown model 'm_xt'"),
     # a literal choice
     ("norm: linf,", "norm: l3,", "norm: l3", "norm", "must be one of"),
+    # an unknown preset of a defense, with a suggestion
+    ("defense_config: {eps: 0.3,", "defense_config: {preset: mnist_lin, eps: 0.3,",
+     "preset: mnist_lin", "preset", "did you mean 'mnist_linf'"),
+    # a preset where the plugin has none
+    ("config: {norm: linf, steps: 5,", "config: {preset: x, norm: linf, steps: 5,",
+     "preset: x", "preset", "unknown key"),
 ])
 def test_each_bad_input_is_one_located_error(tmp_path, old, new, needle, key_part, msg_part):
     assert old in GOOD
@@ -193,3 +199,22 @@ def test_include_exclude_errors_are_located(tmp_path, block, needle, msg):
     text = GOOD.replace(old, old + block)
     err = error_of(tmp_path, text)
     assert msg in str(err) and err.line == line_of(text, needle), str(err)
+
+
+def test_a_preset_is_its_values_written_out_and_explicit_keys_win(tmp_path):
+    from bench.plan import expand
+    from bench.registry import DEFENSES
+    preset = GOOD.replace("defense_config: {eps: 0.3, step_size: 0.1, steps: 2}",
+                          "defense_config: {preset: mnist_linf}")
+    values = DEFENSES.get("pgd_at").Config.PRESETS["mnist_linf"]
+    written = GOOD.replace("defense_config: {eps: 0.3, step_size: 0.1, steps: 2}",
+                           "defense_config: {" + ", ".join(f"{k}: {v}" for k, v in values.items())
+                           + "}")
+    a, b = load_suite(write(tmp_path, preset)), load_suite(write(tmp_path, written))
+    assert a.models["m_at"].defense_config == b.models["m_at"].defense_config
+    assert a.models["m_at"].defense_config.steps == 40
+    assert [c.key for c in expand(a)] == [c.key for c in expand(b)]
+    over = load_suite(write(tmp_path, preset.replace("{preset: mnist_linf}",
+                                                     "{preset: mnist_linf, steps: 7}")))
+    assert over.models["m_at"].defense_config.steps == 7
+    assert over.models["m_at"].defense_config.eps_value == pytest.approx(0.3)
