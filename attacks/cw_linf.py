@@ -34,6 +34,7 @@ class CWLinf(PGD):
         steps: int = 20                           # Madry cifar10_challenge eval / CAT code
         step_size: float | str | None = 0.003    # absolute; null → 2.5·ε/steps
         random_start: bool = True
+        start: Literal["ball", "box"] = "ball"   # as attacks/pgd.py (box: unclamped)
         restarts: int = 1
         kappa: float = 50.0                       # CW confidence κ (Madry's challenge)
 

@@ -4,7 +4,10 @@ Sources: MadryLab/cifar10_challenge `pgd_attack.py` (random start, sign steps,
 projection) and the TRADES/MART evaluation scripts (`pgd_attack_cifar10.py`: PGD-20,
 step 0.003, ε 0.031, uniform random start; MNIST PGD-40, step 0.01, ε 0.3).
 The ℓ2 variant takes ℓ2-normalised gradient steps and starts uniformly in the ball (as
-foolbox's L2PGD). `loss: cw` maximises the Carlini–Wagner margin
+foolbox's L2PGD); `start: box` is the start of the TRADES/ATENT `_pgd_whitebox` for
+either norm, x + U(−ε, ε) per coordinate and not clamped, which the ATENT authors' ℓ2
+evaluations (their printed Table 1 and Table 4 numbers) used; the first step's
+projection brings it back into the ball. `loss: cw` maximises the Carlini–Wagner margin
 max(z_y − max_{j≠y} z_j + κ, 0) instead of cross-entropy (the "CW-ℓ∞" of the TRADES and
 MART tables, Madry's challenge uses κ = 50); the true logit is masked with −1e4 as in
 the mnist_challenge#10 fix. Restarts run only on still-robust samples and keep the worst
@@ -45,6 +48,7 @@ class PGD(Attack):
         steps: int = 20
         step_size: float | str | None = 0.003   # absolute; null → 2.5·ε/steps (Madry's rule)
         random_start: bool = True
+        start: Literal["ball", "box"] = "ball"   # box: U(−ε, ε) per coordinate, unclamped
         restarts: int = 1
         loss: Literal["ce", "cw"] = "ce"
         kappa: float = 0.0                        # CW margin confidence (loss: cw)
@@ -64,9 +68,14 @@ class PGD(Attack):
             return cw_margin_loss(logits.float(), y, self.config.kappa).sum()
         return F.cross_entropy(logits.float(), y, reduction="sum")
 
+    def start_point(self, x: torch.Tensor, eps: float) -> torch.Tensor:
+        if self.config.start == "box":
+            return x + (2 * torch.rand_like(x) - 1) * eps
+        return random_init(x, eps, self.norm)
+
     def perturb(self, model, x, y, eps):
         norm, step = self.norm, self.step_for(eps)
-        x_adv = random_init(x, eps, norm) if self.config.random_start else x.clone()
+        x_adv = self.start_point(x, eps) if self.config.random_start else x.clone()
         for _ in range(self.config.steps):
             x_adv.requires_grad_(True)
             loss = self.objective(model(x_adv), y)

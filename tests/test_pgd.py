@@ -50,6 +50,20 @@ def test_pgd_stays_in_the_ball_and_the_box_and_lowers_accuracy(trained, norm, ep
     assert clean > 0.8 and robust < clean - 0.3
 
 
+def test_box_start_is_the_trades_whitebox_start_and_the_first_step_projects(trained):
+    model, x, y = trained
+    a = pgd(norm="l2", steps=0, start="box")
+    torch.manual_seed(0)
+    delta = a.start_point(x, 2.0) - x
+    assert float(delta.abs().max()) <= 2.0 and float(delta.abs().max()) > 1.9   # U(−ε, ε) per pixel
+    assert float(delta.std()) == pytest.approx(2.0 / 3 ** 0.5, rel=0.02)       # unclamped
+    assert bool((norms(delta, "l2") > 20).all())                              # far outside the ℓ2 ball
+    x_adv = pgd(norm="l2", steps=1, step_size=0.1, start="box").perturb(model, x, y, 2.0)
+    assert (norms(x_adv - x, "l2") <= 2.0 * (1 + 1e-5)).all() and x_adv.min() >= 0
+    robust_box = pgd(norm="l2", steps=10, step_size=0.3, start="box").run(model, x, y, 1.5)
+    assert robust_box.float().mean() < (model(x).argmax(1) == y).float().mean() - 0.3
+
+
 def test_restarts_keep_the_worst_case(trained):
     model, x, y = trained
     torch.manual_seed(1)
