@@ -9,7 +9,7 @@ then clamped to [0, 1]; the ε-ball projection happens only after the last step 
 notebook's `projector=True` on l = L−1). The first step starts from a random corner
 x + ε·sign(N(0, I)) (ℓ∞) or a Gaussian direction scaled onto the ε-sphere (ℓ2), not
 clamped before the first gradient. Table 6 configuration (the defaults): 20 steps,
-step 0.003, ε 0.031, ep 1e-3 → 60.5 % on the ATENT WRN-34-10, weaker than PGD-20's
+step 0.003, ε 0.031, ep 1e-3 → 60.51 % on the ATENT WRN-34-10, weaker than PGD-20's
 57.28 %. (`project_every_step: true` gives the training-time MNIST variant.)
 """
 
