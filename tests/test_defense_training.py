@@ -29,6 +29,8 @@ ADVERSARIAL = {
     "mart": "{norm: linf, eps: 0.1, step_size: 0.025, steps: 5, beta: 6.0}",
     "mma": "{norm: linf, d_max: 0.15, mineps: 0.02, nb_iter: 5, search_steps: 5}",
     "atent": "{norm: linf, eps: 0.1, step_size: 0.025, steps: 5, project_every_step: true, gamma: 0.0, init: code}",
+    # the paper's defaults: the γ pull and the start drawn from the γ-prior (init: gibbs)
+    "atent_gibbs": "{norm: linf, eps: 0.1, step_size: 0.025, steps: 5, gamma: 0.05, noise: 0.05}",
     "trades_smooth": "{norm: linf, eps: 0.1, step_size: 0.025, steps: 5, beta: 6.0, sigma: 0.05}",
 }
 TRAINING_ONLY = {
@@ -41,7 +43,8 @@ def suite_text() -> str:
     models = ["  m_sgd:\n    dataset: tiny\n    arch: small_cnn\n    defense: sgd\n"
               "    train: {epochs: 4, batch_size: 32, lr: 0.05, momentum: 0.9}\n"]
     for name, cfg in {**ADVERSARIAL, **TRAINING_ONLY}.items():
-        models.append(f"  m_{name}:\n    base: m_sgd\n    defense: {name}\n    defense_config: {cfg}\n")
+        defense = name.split("_gibbs")[0]   # a second configuration of the same defense
+        models.append(f"  m_{name}:\n    base: m_sgd\n    defense: {defense}\n    defense_config: {cfg}\n")
     names = ", ".join(["m_sgd"] + [f"m_{n}" for n in {**ADVERSARIAL, **TRAINING_ONLY}])
     return textwrap.dedent("""\
         version: 1
