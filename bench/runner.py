@@ -51,12 +51,13 @@ class RunSummary:
 
 
 class Runner:
-    def __init__(self, suite: Suite, engine: Engine, *, data_root: Path, device: str,
-                 results_dir: Path = Path("results"), offline: bool = False, force: bool = False,
-                 progress: bool = True, out: Callable[[str], None] | None = None):
+    def __init__(self, suite: Suite, engine: Engine, *, data_root: Path | str, device: str,
+                 results_dir: Path | str = Path("results"), offline: bool = False,
+                 force: bool = False, progress: bool = True,
+                 out: Callable[[str], None] | None = None):
         self.suite, self.engine = suite, engine
-        self.data_root, self.device = data_root, device
-        self.ckpt_dir = results_dir / "checkpoints"
+        self.data_root, self.device = Path(data_root), device   # str from the Python API too
+        self.ckpt_dir = Path(results_dir) / "checkpoints"
         self.offline, self.force, self.progress = offline, force, progress
         self.out = out or (lambda s: print(s, file=sys.stderr))
         self.policy = Policy(suite.precision, suite.compile, device, compile_mode=suite.compile_mode)
