@@ -49,7 +49,7 @@ def test_tags_and_filters(tmp_path):
     assert len(expand(suite, tags=["t1", "t2"])) == 7
     assert ids(expand(suite, filters=["*/m_at/pgd5/*"])) == ["tiny/m_at/pgd5/eps=0.1",
                                                             "tiny/m_at/pgd5/eps=8/255"]
-    with pytest.raises(SuiteError, match="unknown tag 't3' \(did you mean"):
+    with pytest.raises(SuiteError, match=r"unknown tag 't3' \(did you mean"):
         expand(suite, tags=["t3"])
     with pytest.raises(SuiteError, match="no cell matches"):
         expand(suite, filters=["nothing/*"])
