@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from bench.attack import Attack
 from bench.eps import parse_eps
-from bench.perturb import ascent_step, project, random_init
+from bench.perturb import pgd_ascent, random_init
 from bench.registry import register_attack
 
 
@@ -74,11 +74,6 @@ class PGD(Attack):
         return random_init(x, eps, self.norm)
 
     def perturb(self, model, x, y, eps):
-        norm, step = self.norm, self.step_for(eps)
-        x_adv = self.start_point(x, eps) if self.config.random_start else x.clone()
-        for _ in range(self.config.steps):
-            x_adv.requires_grad_(True)
-            loss = self.objective(model(x_adv), y)
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = project(ascent_step(x_adv.detach(), grad, step, norm), x, eps, norm)
-        return x_adv.detach()
+        start = self.start_point(x, eps) if self.config.random_start else x
+        return pgd_ascent(lambda xa: self.objective(model(xa), y), x, start, eps=eps,
+                          step=self.step_for(eps), steps=self.config.steps, norm=self.norm)
