@@ -93,7 +93,7 @@ def gibbs_prior_std(step: float, noise: float, gamma: float) -> float:
     """Per-coordinate std of the chain's stationary law without the loss gradient:
     Var = σ²/(1 − (1 − γ)²) = σ²/(γ(2 − γ)), σ = noise·√(2·step)."""
     if not 0.0 < gamma < 2.0:
-        raise ValueError("the γ-prior needs 0 < gamma < 2")
+        raise ValueError("init 'gibbs' (the γ-prior) needs 0 < gamma < 2")
     return noise * math.sqrt(2.0 * step) / math.sqrt(gamma * (2.0 - gamma))
 
 
@@ -121,6 +121,11 @@ GIBBS_NEEDS_PULL = ("init 'gibbs' (the default) draws the start from the γ-prio
                     "for ℓ∞; without it choose init: uniform, code or none")
 
 
+def pull_active(norm: str, gamma: float, gamma_linf: bool) -> bool:
+    """Does the chain pull towards the clean point (γ > 0, and `gamma_linf` for ℓ∞)?"""
+    return gamma != 0 and (norm == "l2" or gamma_linf)
+
+
 def atent_chain(model, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float,
                 step: float, steps: int, noise: float, gamma: float,
                 gamma_linf: bool = True, project_every_step: bool = False,
@@ -128,7 +133,7 @@ def atent_chain(model, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: floa
     """Run the SGLD chain in whatever mode `model` is in. Returns the iterates
     [x_0, x_1, …, x_K], detached (x_0 is the start; the loss uses x_1 … x_K)."""
     x = x.detach()
-    use_gamma = gamma != 0 and (norm == "l2" or gamma_linf)
+    use_gamma = pull_active(norm, gamma, gamma_linf)
     if init == "gibbs" and not use_gamma:
         raise ValueError(GIBBS_NEEDS_PULL)
     prior_std = gibbs_prior_std(step, noise, gamma) if init == "gibbs" else None
@@ -204,10 +209,9 @@ class ATENT(Defense):
             if self.noise < 0 or self.gamma < 0:
                 raise ValueError("noise and gamma must be ≥ 0")
             if self.init == "gibbs":
-                if self.gamma == 0 or (self.norm == "linf" and not self.gamma_linf):
+                if not pull_active(self.norm, self.gamma, self.gamma_linf):
                     raise ValueError(GIBBS_NEEDS_PULL)
-                if self.gamma >= 2:
-                    raise ValueError("init 'gibbs' needs gamma < 2 (the pull overshoots)")
+                gibbs_prior_std(self.step_value, self.noise, self.gamma)   # 0 < γ < 2
 
     def sample(self, model, x, y) -> list[torch.Tensor]:
         cfg = self.config
