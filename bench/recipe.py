@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+# Part of every model key: what the loop's settings mean. 2: a milestone is a 1-based epoch
+# (`epoch >= m` over epochs 1..N, as TRADES', MART's and ATENT's `adjust_learning_rate`);
+# 1 read it 0-based, one epoch late.
+TRAIN_LOOP_VERSION = 2
+
 
 @dataclass
 class EarlyStopping:
@@ -30,7 +35,9 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 0.0
-    milestones: list[int] = field(default_factory=list)  # epochs at which lr ← lr·gamma
+    # A milestone m multiplies the lr by gamma from 1-based epoch m on: the references'
+    # `if epoch >= 75: lr = 0.1 * lr` over epochs 1..76 gives two epochs at 0.01 (75, 76).
+    milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     warmup_epochs: int = 0                                # linear warm-up (0: none)
     augment: bool | None = None      # None: the dataset's default (crop + flip for CIFAR)

@@ -35,7 +35,7 @@ from bench.config import ConfigError, build_config, config_dict
 from bench.eps import Eps, parse_eps
 from bench.errors import PluginError, SuiteError
 from bench.precision import COMPILE_MODES
-from bench.recipe import EvalConfig, TrainConfig
+from bench.recipe import TRAIN_LOOP_VERSION, EvalConfig, TrainConfig
 from bench.registry import ATTACKS, DATASETS, DEFENSES, did_you_mean
 from bench.yamlload import LineDict, LineList, load_yaml
 
@@ -99,7 +99,8 @@ class ModelSpec:
             "defense": self.defense,
             "defense_version": getattr(DEFENSES.get(self.defense), "version", "1"),
             "defense_config": config_dict(self.defense_config),
-            "train": train, "seed": self.seed, "precision": self.precision,
+            "train": train, "train_loop_version": TRAIN_LOOP_VERSION,
+            "seed": self.seed, "precision": self.precision,
             "checkpoint": self.checkpoint,
         }
 

@@ -72,10 +72,11 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def lr_at(cfg: TrainConfig, epoch: int, frac: float = 0.0) -> float:
-    """Learning rate at (epoch + frac): multistep decay by epoch, optional linear warm-up."""
+    """Learning rate at (0-based epoch + frac): optional linear warm-up, then multistep
+    decay; milestones are 1-based epochs (`bench.recipe.TrainConfig.milestones`)."""
     if cfg.warmup_epochs and epoch + frac < cfg.warmup_epochs:
         return cfg.lr * (epoch + frac) / cfg.warmup_epochs
-    return cfg.lr * cfg.gamma ** sum(1 for m in cfg.milestones if epoch >= m)
+    return cfg.lr * cfg.gamma ** sum(1 for m in cfg.milestones if epoch + 1 >= m)
 
 
 def accuracy(model: nn.Module, data: DeviceData, batch_size: int = 512) -> float:
