@@ -21,7 +21,7 @@ from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, LargeBinary,
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB = Path("results") / "bench.sqlite"
 
 
@@ -113,7 +113,12 @@ class ResultRecord(Base):
 
 
 class ReportedValue(Base):
-    """A value the paper reports for a table cell (row = model name, column = label)."""
+    """A published value for a table cell (row = the row's id, column = its label).
+
+    `kind` names who published it: "paper" (the ATENT paper's tables: what `check --paper`
+    compares against) or another source of the suite's `reported_by` ("authors_code",
+    "robustbench", …), always shown apart. `source` is the citation of this one value.
+    """
 
     __tablename__ = "reported"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -122,6 +127,7 @@ class ReportedValue(Base):
     column: Mapped[str] = mapped_column(String(255))
     value: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(64), default="paper")
 
 
 class TableRecord(Base):
@@ -190,8 +196,14 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.close()
 
 
+def _v1_to_v2(conn) -> None:
+    """reported.kind: who published a value (version 1 held the paper's values only)."""
+    conn.execute(text("ALTER TABLE reported ADD COLUMN kind VARCHAR(64) DEFAULT 'paper'"))
+    conn.execute(text("UPDATE reported SET kind = 'paper' WHERE kind IS NULL"))
+
+
 # Migrations: MIGRATIONS[v] takes a connection at schema version v to v + 1.
-MIGRATIONS: dict[int, Callable] = {}
+MIGRATIONS: dict[int, Callable] = {1: _v1_to_v2}
 
 
 class SchemaError(Exception):

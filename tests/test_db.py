@@ -39,15 +39,33 @@ def test_migrations_run_in_order_and_bump_the_version(tmp_path, monkeypatch):
         ran.append(2)
         conn.execute(text("ALTER TABLE results ADD COLUMN note TEXT"))
 
-    monkeypatch.setattr(db, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(db.MIGRATIONS, 1, to_2)
+    new = db.SCHEMA_VERSION + 1
+    monkeypatch.setattr(db, "SCHEMA_VERSION", new)
+    monkeypatch.setitem(db.MIGRATIONS, new - 1, to_2)
     engine = db.open_db(path)
     assert ran == [2]
     with engine.connect() as c:
-        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == 2
+        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == new
     assert "note" in {col["name"] for col in inspect(engine).get_columns("results")}
     db.open_db(path)            # already migrated: nothing runs again
     assert ran == [2]
+
+
+def test_a_version_1_database_gains_the_kind_of_its_reported_values(tmp_path):
+    """Version 1 → 2: the paper's values recorded before keep kind 'paper'."""
+    path = tmp_path / "v1.sqlite"
+    engine = db.open_db(path)
+    with engine.begin() as c:      # make it a version-1 file: no kind column, one value
+        c.execute(text("DROP TABLE reported"))
+        c.execute(text("CREATE TABLE reported (id INTEGER PRIMARY KEY, \"table\" VARCHAR(128), "
+                       "row VARCHAR(255), \"column\" VARCHAR(255), value FLOAT, source TEXT)"))
+        c.execute(text("INSERT INTO reported VALUES (1, 't', 'm', 'Benign', 99.0, 'paper')"))
+        c.execute(text("UPDATE schema_info SET version = 1"))
+    engine.dispose()
+    engine = db.open_db(path)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == 2
+        assert c.execute(text("SELECT kind, value FROM reported")).one() == ("paper", 99.0)
 
 
 def test_outcome_bitmaps_round_trip():
