@@ -7,7 +7,8 @@ The ℓ2 variant takes ℓ2-normalised gradient steps and starts uniformly in th
 foolbox's L2PGD); `start: box` is the start of the TRADES/ATENT `_pgd_whitebox` for
 either norm, x + U(−ε, ε) per coordinate and not clamped, which the ATENT authors' ℓ2
 evaluations (their printed Table 1 and Table 4 numbers) used; the first step's
-projection brings it back into the ball. `loss: cw` maximises the Carlini–Wagner margin
+projection brings it back into the ball. A step size written "ε/20" is relative to the
+cell's ε (the authors' ℓ2 evaluations step 0.02175 = 0.435/20). `loss: cw` maximises the Carlini–Wagner margin
 max(z_y − max_{j≠y} z_j + κ, 0) instead of cross-entropy (the "CW-ℓ∞" of the TRADES and
 MART tables, Madry's challenge uses κ = 50); the true logit is masked with −1e4 as in
 the mnist_challenge#10 fix. Restarts run only on still-robust samples and keep the worst
@@ -28,6 +29,25 @@ from bench.perturb import pgd_ascent, random_init
 from bench.registry import register_attack
 
 
+def relative_step(text: str) -> float | None:
+    """"ε/20" → 0.05 (a step relative to the cell's ε); None for an absolute literal.
+    A malformed relative step is a ValueError naming it."""
+    t = text.replace(" ", "")
+    if not t.startswith(("ε", "eps")):
+        return None
+    rest = t[1:] if t.startswith("ε") else t[3:]
+    if rest == "":
+        return 1.0
+    if rest[0] in "/*":
+        try:
+            k = parse_eps(rest[1:]).value
+        except ValueError:
+            k = 0.0
+        if k > 0:
+            return 1.0 / k if rest[0] == "/" else k
+    raise ValueError(f"malformed relative step size {text!r}: expected ε/k or ε*k, e.g. ε/20")
+
+
 def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
     """Per-sample −max(z_y − max_{j≠y} z_j + κ, 0): ascending it crosses the boundary."""
     onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)
@@ -46,7 +66,9 @@ class PGD(Attack):
     class Config:
         norm: Literal["linf", "l2"] = "linf"
         steps: int = 20
-        step_size: float | str | None = 0.003   # absolute; null → 2.5·ε/steps (Madry's rule)
+        # absolute (0.003, "2/255"); relative to the ε of the cell ("ε/20": the ATENT
+        # authors' ℓ2 evaluations); null → 2.5·ε/steps (Madry's rule)
+        step_size: float | str | None = 0.003
         random_start: bool = True
         start: Literal["ball", "box"] = "ball"   # box: U(−ε, ε) per coordinate, unclamped
         restarts: int = 1
@@ -57,11 +79,15 @@ class PGD(Attack):
             if self.steps < 0 or self.restarts < 1:
                 raise ValueError("steps must be ≥ 0 and restarts ≥ 1")
             if isinstance(self.step_size, str):
-                self.step_size = parse_eps(self.step_size).value
+                if relative_step(self.step_size) is None:
+                    self.step_size = parse_eps(self.step_size).value
 
     def step_for(self, eps: float) -> float:
         s = self.config.step_size
-        return 2.5 * eps / max(1, self.config.steps) if s is None else float(s)
+        if s is None:
+            return 2.5 * eps / max(1, self.config.steps)
+        rel = relative_step(s) if isinstance(s, str) else None
+        return rel * eps if rel is not None else float(s)
 
     def objective(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.config.loss == "cw":

@@ -496,8 +496,10 @@ def check_paper(engine: Engine, *, tables: Sequence[str] | None = None,
         tv = build_table(store, rec)
         tol = tv.tolerance if tolerance is None else float(tolerance)
         for row in tv.rows:
+            if row.reference:            # a published value with no model: nothing to measure
+                continue
             for cell, col in zip(row.cells, tv.columns):
-                if cell.reported is None:
+                if cell.reported is None:   # the paper's own values only (kind "paper")
                     continue
                 v = PaperVerdict(table=tv.name, row=row.label, model=row.model,
                                  column=col.label, attack=col.attack, eps=col.eps,

@@ -50,6 +50,7 @@ EXPORT_DIRNAME = "export"        # render_site links <out>/export/<table>.<fmt> 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
 _MIN_TIME = dt.datetime(1970, 1, 1)
+PAPER = "paper"                  # the kind of the paper's own values (what check --paper uses)
 
 
 # ============================================================================ loading
@@ -62,7 +63,7 @@ class Store:
     models: dict[str, ModelRecord]
     runs: dict[int, RunRecord]
     tables: list[TableRecord]
-    reported: dict[tuple[str, str, str], ReportedValue]
+    reported: dict[tuple[str, str, str, str], ReportedValue]   # (table, row, column, kind)
 
     def table(self, name: str) -> TableRecord | None:
         return next((t for t in self.tables if t.name == name), None)
@@ -74,7 +75,8 @@ def load_store(engine: Engine) -> Store:
         models = {m.key: m for m in s.scalars(select(ModelRecord))}
         runs = {r.id: r for r in s.scalars(select(RunRecord))}
         tables = list(s.scalars(select(TableRecord)))
-        reported = {(v.table, v.row, v.column): v for v in s.scalars(select(ReportedValue))}
+        reported = {(v.table, v.row, v.column, v.kind or PAPER): v
+                    for v in s.scalars(select(ReportedValue))}
         s.expunge_all()
     tables.sort(key=lambda t: (_order_of(t), t.name))
     return Store(results, models, runs, tables, reported)
@@ -160,6 +162,18 @@ class ColumnView:
     attack: str
     eps: str | None
     eps_value: float | None
+    beyond: bool = False          # not a column of the paper
+    attack_label: str = ""
+    attack_plugin: str = ""
+    attack_config: dict = field(default_factory=dict)
+
+    @property
+    def budget(self) -> str:
+        """The attack as configured: plugin(key=value, …), what the page states."""
+        if not self.attack_plugin:
+            return self.attack
+        args = ", ".join(f"{k}={v}" for k, v in self.attack_config.items())
+        return f"{self.attack_plugin}({args})"
 
 
 @dataclass
@@ -168,8 +182,9 @@ class CellView:
     state: str                              # done / failed / not_run
     value: float | None = None
     rank: int = 0                           # 1 best, 2 second best in its column
-    reported: float | None = None
+    reported: float | None = None           # the paper's value
     reported_source: str = ""
+    others: list["OtherValue"] = field(default_factory=list)   # other sources' values
     diff: float | None = None
     within_tolerance: bool | None = None
     ci: tuple[float, float] | None = None
@@ -184,6 +199,16 @@ class CellView:
     @property
     def text(self) -> str:
         return fmt_pct(self.value)
+
+
+@dataclass
+class OtherValue:
+    """A value published by another source than the paper (the authors' code, RobustBench)."""
+
+    kind: str
+    label: str
+    value: float
+    source: str
 
 
 @dataclass
@@ -208,11 +233,16 @@ class WorstCase:
 @dataclass
 class RowView:
     index: int
-    model: str
+    model: str                   # the row id: a model's name, or a reference row's name
     label: str
     cells: list[CellView]
     worst: list[WorstCase]
     model_keys: list[str]
+    reference: bool = False      # a published value with no model to run
+    beyond: bool = False         # not a row of the paper
+    info: dict[str, str] = field(default_factory=dict)
+    block: str | None = None
+    best_epoch: int | None = None
 
 
 @dataclass
@@ -229,6 +259,40 @@ class TableView:
     counts: dict[str, int]
     results: list[ResultRecord]             # the results shown (for the provenance footer)
     page: str
+    orientation: str = "rows"               # how the paper prints it (bench.tablespec)
+    info: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)   # kind → label
+
+    @property
+    def paper_view(self) -> dict | None:
+        """The table as the paper prints it, when that differs from one row per model:
+        {"corner", "headers": [..], "rows": [(label, [CellView | None])]}."""
+        if self.orientation == "transposed":
+            rows = [r for r in self.rows]
+            return {"corner": "Attack ↓ / Defense →", "headers": [r.label for r in rows],
+                    "beyond_headers": [r.beyond for r in rows],
+                    "rows": [(c.label, c.beyond, [r.cells[c.index] for r in rows])
+                             for c in self.columns]}
+        if self.orientation == "attack_by_eps":
+            eps = table_eps(self.columns)
+            out = []
+            for r in self.rows:
+                attacks: list[str] = []
+                for c in self.columns:
+                    if c.attack not in attacks:
+                        attacks.append(c.attack)
+                for a in attacks:
+                    cols = {c.eps: c for c in self.columns if c.attack == a}
+                    first = next(iter(cols.values()))
+                    label = first.attack_label or a
+                    if len(self.rows) > 1:
+                        label = f"{r.label}: {label}"
+                    out.append((label, r.beyond or all(c.beyond for c in cols.values()),
+                                [r.cells[cols[e].index] if e in cols else None for e in eps]))
+            beyond_eps = [all(c.beyond for c in self.columns if c.eps == e) for e in eps]
+            return {"corner": "Attack ↓ / radius →", "headers": eps, "beyond_headers": beyond_eps,
+                    "rows": out}
+        return None
 
 
 def table_eps(columns: Sequence[ColumnView]) -> list[str]:
@@ -246,7 +310,9 @@ def _columns(layout: dict) -> list[ColumnView]:
         eps = c.get("eps")
         cols.append(ColumnView(i, str(c.get("label", c.get("attack", f"column {i + 1}"))),
                                str(c.get("attack", "")), None if eps is None else str(eps),
-                               c.get("eps_value")))
+                               c.get("eps_value"), bool(c.get("beyond")),
+                               str(c.get("attack_label") or ""), str(c.get("attack_plugin") or ""),
+                               dict(c.get("attack_config") or {})))
     return cols
 
 
@@ -325,26 +391,41 @@ def _rank(items: Sequence[Any]) -> None:
         i.rank = 1 if v == values[0] else 2 if len(values) > 1 and v == values[1] else 0
 
 
+def _published(store: Store, table: str, row: str, label: str, smoke: bool,
+               sources: dict[str, str]) -> tuple[ReportedValue | None, list[OtherValue]]:
+    """The paper's value of a cell and the other sources' (none for smoke tables: smoke
+    numbers are not set against published values)."""
+    if smoke:
+        return None, []
+    paper = store.reported.get((table, row, label, PAPER))
+    others = [OtherValue(kind, sources.get(kind, kind.replace("_", " ")), v.value, v.source)
+              for (t, r, c, kind), v in store.reported.items()
+              if t == table and r == row and c == label and kind != PAPER]
+    return paper, sorted(others, key=lambda o: o.label)
+
+
 def build_table(store: Store, rec: TableRecord, *, smoke: bool = False) -> TableView:
     layout = rec.layout or {}
     columns = _columns(layout)
     tol = layout.get("tolerance")
     tolerance = float(tol) if isinstance(tol, (int, float)) else DEFAULT_TOLERANCE_PP
+    sources = {str(k): str(v) for k, v in (layout.get("sources") or {}).items()}
     weps = table_eps(columns)
     rows: list[RowView] = []
     shown: list[ResultRecord] = []
     counts = Counter({"done": 0, "not_run": 0, "failed": 0})
     for ri, row in enumerate(layout.get("rows") or []):
-        model = str(row.get("model", ""))
-        label = str(row.get("label") or model)
+        model = row.get("model")
+        rid = str(row.get("id") or model or "")
+        label = str(row.get("label") or rid)
+        reference = model is None
         cells = []
         for col in columns:
-            cell = CellView(id=f"c-{ri}-{col.index}", state="not_run")
-            # smoke numbers are not set against the paper's values
-            rv = None if smoke else store.reported.get((rec.name, model, col.label))
+            cell = CellView(id=f"c-{ri}-{col.index}", state="reference" if reference else "not_run")
+            rv, cell.others = _published(store, rec.name, rid, col.label, smoke, sources)
             if rv is not None:
                 cell.reported, cell.reported_source = rv.value, rv.source
-            cands = matching_results(store.results, model, col, smoke)
+            cands = [] if reference else matching_results(store.results, rid, col, smoke)
             if cands:
                 r = max(cands, key=preference)
                 cell.result, cell.candidates = r, len(cands)
@@ -362,26 +443,40 @@ def build_table(store: Store, rec: TableRecord, *, smoke: bool = False) -> Table
                 else:
                     cell.state = "failed"
                     cell.error = r.error or "failed (no error recorded)"
-            counts[cell.state] += 1
+            if not reference:
+                counts[cell.state] += 1
             cells.append(cell)
-        worst = [worst_case(store.results, model, e, smoke, id=f"w-{ri}-{j}")
-                 for j, e in enumerate(weps)]
-        keys = sorted({c.result.model_key for c in cells if c.result is not None})
-        if not keys:
-            keys = sorted(k for k, m in store.models.items() if m.name == model
-                          and bool(m.smoke) == smoke)
-        rows.append(RowView(ri, model, label, cells, worst, keys))
+        if reference:
+            worst = [WorstCase(id=f"w-{ri}-{j}", eps=e, note="a published value: no model to attack")
+                     for j, e in enumerate(weps)]
+            keys: list[str] = []
+        else:
+            worst = [worst_case(store.results, rid, e, smoke, id=f"w-{ri}-{j}")
+                     for j, e in enumerate(weps)]
+            keys = sorted({c.result.model_key for c in cells if c.result is not None})
+            if not keys:
+                keys = sorted(k for k, m in store.models.items() if m.name == rid
+                              and bool(m.smoke) == smoke)
+        best = [store.models[k].curves.get("best_epoch") for k in keys
+                if k in store.models and isinstance(store.models[k].curves, dict)]
+        rows.append(RowView(ri, rid, label, cells, worst, keys, reference=reference,
+                            beyond=bool(row.get("beyond")), info=dict(row.get("info") or {}),
+                            block=row.get("block"),
+                            best_epoch=next((b for b in best if isinstance(b, int)), None)))
+    measured = [r for r in rows if not r.reference]
     for j in range(len(columns)):
-        _rank([r.cells[j] for r in rows])
+        _rank([r.cells[j] for r in measured])
     for j in range(len(weps)):
-        _rank([r.worst[j] for r in rows])
+        _rank([r.worst[j] for r in measured])
     return TableView(name=rec.name, title=rec.title or layout.get("title") or rec.name,
                      source=str(layout.get("source") or ""), tolerance=tolerance,
                      tags=list(layout.get("tags") or []), columns=columns, worst_eps=weps,
                      rows=rows, smoke=smoke,
                      counts={"done": counts["done"], "pending": counts["not_run"],
                              "failed": counts["failed"]},
-                     results=shown, page=table_page(rec.name))
+                     results=shown, page=table_page(rec.name),
+                     orientation=str(layout.get("orientation") or "rows"),
+                     info=[str(i) for i in layout.get("info") or []], sources=sources)
 
 
 # ============================================================================ SVG plots

@@ -83,14 +83,15 @@ class Runner:
             s.commit()
 
     def record_tables(self) -> None:
-        """Store each table's layout and the paper's values, so `report` needs only the DB."""
+        """Store each table's layout and its published values, so `report` needs only the DB."""
         with Session(self.engine) as s:
             for t in self.suite.tables.values():
                 s.merge(db.TableRecord(name=t.name, title=t.title, layout=t.layout(),
                                        suite_path=str(self.suite.path), updated=db.utcnow()))
                 s.execute(delete(db.ReportedValue).where(db.ReportedValue.table == t.name))
-                for (row, col), v in t.reported.items():
-                    s.add(db.ReportedValue(table=t.name, row=row, column=col, value=v, source=t.source))
+                for v in t.values:
+                    s.add(db.ReportedValue(table=t.name, row=v.row, column=v.column, value=v.value,
+                                           source=v.source, kind=v.kind))
             s.commit()
 
     def status(self, cells: list[Cell]) -> dict[str, str]:

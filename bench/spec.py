@@ -18,7 +18,8 @@ Top-level keys:
                       label, base, checkpoint, description}}
     attacks:  {NAME: {plugin, config, label, base, description}}
     matrix:   [{name, tags, models, attacks, eps, eval, smoke, seed, include, exclude}]
-    tables:   {NAME: {title, source, order, tags, tolerance, rows, columns, reported}}
+    tables:   {NAME: {title, source, order, tags, tolerance, orientation, info, rows, columns,
+                      reported, reported_by}}   (bench.tablespec)
 
 `base: OTHER` in a model or attack inherits OTHER's entry, deep-merged under this one.
 """
@@ -37,6 +38,7 @@ from bench.errors import PluginError, SuiteError
 from bench.precision import COMPILE_MODES
 from bench.recipe import TRAIN_LOOP_VERSION, EvalConfig, TrainConfig
 from bench.registry import ATTACKS, DATASETS, DEFENSES, did_you_mean
+from bench.tablespec import Column, TableSpec, parse_table  # noqa: F401  (Column: re-exported)
 from bench.yamlload import LineDict, LineList, load_yaml
 
 SUITE_VERSION = 1
@@ -50,9 +52,6 @@ MODEL_KEYS = {"dataset", "arch", "arch_config", "defense", "defense_config", "tr
 ATTACK_KEYS = {"plugin", "config", "label", "base", "description"}
 ENTRY_KEYS = {"name", "tags", "models", "attacks", "eps", "eval", "smoke", "seed", "include",
               "exclude", "description"}
-TABLE_KEYS = {"title", "source", "order", "tags", "tolerance", "rows", "columns", "reported",
-              "description"}
-COLUMN_KEYS = {"attack", "eps", "label"}
 MATCH_KEYS = {"model", "attack", "eps"}
 
 
@@ -162,36 +161,6 @@ class MatrixEntry:
     seed: int | None
     include: list[tuple[str, str, Eps]]
     exclude: list[Match]
-
-
-@dataclass
-class Column:
-    label: str
-    attack: str
-    eps: Eps | None
-
-
-@dataclass
-class TableSpec:
-    name: str
-    title: str
-    source: str
-    order: int
-    tags: list[str]
-    tolerance: float
-    rows: list[tuple[str, str]]            # (model name, label)
-    columns: list[Column]
-    reported: dict[tuple[str, str], float]  # (row model, column label) → value in %
-
-    def layout(self) -> dict:
-        return {
-            "title": self.title, "source": self.source, "order": self.order, "tags": self.tags,
-            "tolerance": self.tolerance,
-            "rows": [{"model": m, "label": lbl} for m, lbl in self.rows],
-            "columns": [{"label": c.label, "attack": c.attack,
-                         "eps": c.eps.literal if c.eps else None,
-                         "eps_value": c.eps.value if c.eps else None} for c in self.columns],
-        }
 
 
 @dataclass
@@ -516,57 +485,12 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
         exclude = matches("exclude", complete=False)
         matrix.append(MatrixEntry(name, tags, mnames, anames, eps_list, ecfg, smoke, eseed, include, exclude))
 
-    # tables
+    # tables (bench.tablespec)
     tables: dict[str, TableSpec] = {}
     t_node = ctx.mapping(raw.get("tables"), "tables", raw, "tables")
     for order, (name, node) in enumerate(t_node.items()):
-        where = f"tables.{name}"
-        node = ctx.mapping(node, where, t_node, name)
-        ctx.check_keys(node, TABLE_KEYS, where)
-        rows: list[tuple[str, str]] = []
-        rnode = node.get("rows", [])
-        if not isinstance(rnode, list) or not rnode:
-            ctx.err(node, "rows" if "rows" in node else None, "needs a list of rows (model names)", f"{where}.rows")
-        for j, r in enumerate(rnode):
-            m, lbl = (r, None) if isinstance(r, str) else (
-                (r.get("model"), r.get("label")) if isinstance(r, dict) else (None, None))
-            ctx.ref(rnode, j, m, models, "model", f"{where}.rows[{j}]")
-            rows.append((m, lbl or models[m].label))
-        cols: list[Column] = []
-        cnode = node.get("columns", [])
-        if not isinstance(cnode, list) or not cnode:
-            ctx.err(node, "columns" if "columns" in node else None, "needs a list of columns", f"{where}.columns")
-        for j, c in enumerate(cnode):
-            c = ctx.mapping(c, f"{where}.columns[{j}]", cnode, j)
-            ctx.check_keys(c, COLUMN_KEYS, f"{where}.columns[{j}]")
-            a = ctx.ref(c, "attack" if "attack" in c else None, c.get("attack"), attacks, "attack",
-                        f"{where}.columns[{j}].attack")
-            e = ctx.eps(c, "eps", c["eps"], f"{where}.columns[{j}].eps") if "eps" in c else None
-            label = ctx.typed(c, "label", str, f"{where}.columns[{j}]",
-                              attacks[a].label + (f" ε={e.literal}" if e else ""))
-            if any(x.label == label for x in cols):
-                ctx.err(c, "label", f"duplicate column label {label!r}", f"{where}.columns[{j}].label")
-            cols.append(Column(label, a, e))
-        reported: dict[tuple[str, str], float] = {}
-        rep = ctx.mapping(node.get("reported"), f"{where}.reported", node, "reported")
-        col_labels = [c.label for c in cols]
-        row_models = [m for m, _ in rows]
-        for m, vals in rep.items():
-            if m not in row_models:
-                ctx.err(rep, m, f"not a row of this table{did_you_mean(str(m), row_models)}", f"{where}.reported.{m}")
-            vals = ctx.mapping(vals, f"{where}.reported.{m}", rep, m)
-            for lbl, v in vals.items():
-                if lbl not in col_labels:
-                    ctx.err(vals, lbl, f"not a column label{did_you_mean(str(lbl), col_labels)}",
-                            f"{where}.reported.{m}.{lbl}")
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    ctx.err(vals, lbl, f"must be a number (percent), got {v!r}", f"{where}.reported.{m}.{lbl}")
-                reported[(m, lbl)] = float(v)
-        tol = ctx.typed(node, "tolerance", (int, float), where, 2.0)
-        tables[name] = TableSpec(name, ctx.typed(node, "title", str, where, name),
-                                 ctx.typed(node, "source", str, where, ""),
-                                 ctx.typed(node, "order", int, where, order),
-                                 ctx.list_of_str(node, "tags", where), float(tol), rows, cols, reported)
+        node = ctx.mapping(node, f"tables.{name}", t_node, name)
+        tables[name] = parse_table(ctx, name, node, order, models, attacks)
 
     text_bytes = Path(path).read_bytes() if text is None else text.encode()
     suite = Suite(path, ctx.typed(raw, "name", str, "name", Path(path).stem), seed, precision, compile_,

@@ -128,3 +128,16 @@ def test_cw_loss_option_is_at_least_as_strong_as_nothing(trained):
     model, x, y = trained
     r = pgd(steps=10, step_size=0.02, loss="cw", kappa=0.0).run(model, x, y, 0.1)
     assert r.float().mean() < (model(x).argmax(1) == y).float().mean() - 0.3
+
+
+def test_a_relative_step_size_follows_the_cells_eps():
+    """"ε/20" is the ATENT authors' ℓ2 step (0.02175 at ε = 0.435); absolute literals stay."""
+    from attacks.pgd import PGD
+    from bench.config import ConfigError, build_config
+    rel = PGD(build_config(PGD.Config, {"norm": "l2", "steps": 10, "step_size": "ε/20"}))
+    assert rel.step_for(0.435) == pytest.approx(0.02175)
+    assert rel.step_for(1.0) == pytest.approx(0.05)
+    assert PGD(build_config(PGD.Config, {"step_size": "eps*0.25"})).step_for(2.0) == pytest.approx(0.5)
+    assert PGD(build_config(PGD.Config, {"step_size": "2/255"})).step_for(1.0) == pytest.approx(2 / 255)
+    with pytest.raises(ConfigError, match="relative step size"):
+        build_config(PGD.Config, {"step_size": "ε/zero"})

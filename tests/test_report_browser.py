@@ -124,7 +124,7 @@ def test_table_page_in_chromium(browser_site):
     # the inline script ran: the sorter titled the headers and applied #sort=-2
     assert re.search(r'<table class="grid sortable paper" id="paper-table" data-sorter="ready">',
                      dom)
-    assert 'title="click to sort">Model</th>' in dom
+    assert 'title="click to sort">Defense</th>' in dom
     assert re.search(r'<th data-col="1"[^>]*aria-sort="descending"', dom)
     order = re.findall(r'<tr id="row-(\d)">', dom)
     assert order == ["0", "2", "1"]                               # 80.00, 70.00, 60.00
@@ -177,3 +177,35 @@ def test_table_screenshot(browser_site):
     assert count_color(rows, (0xB3, 0x26, 0x1E), tol=20) > 20     # the red "failed" label
     if os.environ.get("BENCH_SCREENSHOT_DIR"):                      # keep it for a human
         shutil.copy(shot, Path(os.environ["BENCH_SCREENSHOT_DIR"]) / "table.png")
+
+
+def test_the_papers_orientation_is_one_click_away(tmp_path):
+    """A transposed table (Table 3) opens one row per model; #paper (what the button does)
+    shows the paper's orientation — attacks as rows — and hides the other."""
+    from sqlalchemy.orm import Session
+
+    from bench import db
+    from bench.runner import Runner
+    from bench.spec import load_suite
+    from test_report import add_result, correct_range
+    from test_table_layout import SUITE
+    browser = chromium()
+    (tmp_path / "suite.yaml").write_text(SUITE)
+    engine = db.open_db(tmp_path / "bench.sqlite")
+    Runner(load_suite(tmp_path / "suite.yaml"), engine, data_root=tmp_path, device="cpu").record_tables()
+    with Session(engine) as s:
+        add_result(s, model="m_a", model_key="ka", attack="pgd", eps_literal="0.3", eps=0.3,
+                   correct=correct_range(100, 0, 60))
+        s.commit()
+    page = render_site(engine, tmp_path / "site").parent / table_page("tab")
+    rows_first = run_chromium(browser, tmp_path / "p1", "--dump-dom", page.as_uri()).stdout
+    paper = run_chromium(browser, tmp_path / "p2", "--dump-dom", page.as_uri() + "#paper").stdout
+    assert re.search(r'<div class="scroll" id="paper-view" hidden="">', rows_first)
+    assert re.search(r'<div class="scroll" id="rows-view">', rows_first)
+    assert re.search(r'<div class="scroll" id="paper-view">', paper)
+    assert re.search(r'<div class="scroll" id="rows-view" hidden="">', paper)
+    m = re.search(r'<table class="grid paper-orientation".*?</table>', paper, re.S)
+    heads = re.findall(r"<th[^>]*>([^<]+)<", m.group(0))
+    assert heads[:5] == ["Attack ↓ / Defense →", "Borrowed [7]", "Alpha", "Beta", "Gamma"]
+    assert "60.00" in m.group(0)
+    assert re.search(r'<pre id="js-errors" hidden="">\s*</pre>', paper)

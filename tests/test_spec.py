@@ -41,6 +41,7 @@ GOOD = textwrap.dedent("""\
     tables:
       tab:
         title: A table
+        source: "paper, Table 1"
         rows: [m_sgd, m_at]
         columns:
           - {attack: clean, label: Clean}
