@@ -38,7 +38,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from bench import __version__
-from bench.db import ResultRecord, unpack_outcomes
+from bench.db import ModelRecord, ResultRecord, unpack_outcomes
 from bench.errors import BenchError
 from bench.registry import did_you_mean
 from bench.report import accuracy_pct, build_table, load_store, preference
@@ -109,7 +109,7 @@ def _baseline_cell(r: ResultRecord) -> dict[str, Any]:
         "flags": list(r.flags or []), "tags": list(r.tags or []),
         "precision": r.precision, "smoke": bool(r.smoke), "seed": r.seed,
         "plugin_versions": plugin_versions(cfg), "versions": dict(r.versions or {}),
-        "commit": r.commit, "device": r.device, "run_id": r.run_id,
+        "commit": r.commit, "device": r.device, "run_id": r.run_id, "seconds": r.seconds,
         "created": _iso(r.created), "config": cfg,
     }
 
@@ -124,6 +124,8 @@ def save_baseline(engine: Engine, name: str, *, tags: Sequence[str] | None = Non
     with Session(engine) as s:
         results = [r for r in s.scalars(select(ResultRecord).where(ResultRecord.status == "done"))
                    if _selected(r, tags, filters)]
+        keys = sorted({r.model_key for r in results})
+        models = [m for m in s.scalars(select(ModelRecord).where(ModelRecord.key.in_(keys)))]
         s.expunge_all()
     if not results:
         what = []
@@ -151,6 +153,7 @@ def save_baseline(engine: Engine, name: str, *, tags: Sequence[str] | None = Non
         },
         "n_cells": len(results),
         "cells": [_baseline_cell(r) for r in results],
+        "models": [_baseline_model(m) for m in models],
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +176,58 @@ def _safe_url(engine: Engine) -> str:
         return engine.url.render_as_string(hide_password=True)
     except Exception:
         return ""
+
+
+def _baseline_model(m) -> dict[str, Any]:
+    """How a baseline cell's model was obtained (the training provenance of its numbers)."""
+    return {"key": m.key, "name": m.name, "dataset": m.dataset, "arch": m.arch,
+            "defense": m.defense, "config": m.config, "checkpoint_sha256": m.checkpoint_sha256,
+            "train_seconds": m.train_seconds, "curves": m.curves, "smoke": bool(m.smoke),
+            "precision": m.precision, "seed": m.seed, "device": m.device,
+            "versions": dict(m.versions or {}), "created": _iso(m.created)}
+
+
+def baseline_records(doc: dict) -> tuple[list[ResultRecord], list[ModelRecord]]:
+    """A baseline's cells and models as (detached) database records, for the report."""
+    def when(text):
+        if not text:
+            return None
+        return dt.datetime.fromisoformat(str(text).rstrip("Z"))
+
+    results = []
+    for c in doc.get("cells") or []:
+        blob = c.get("outcomes")
+        results.append(ResultRecord(
+            cell_key=c["cell_key"], cell_id=c["cell_id"], model_key=c.get("model_key") or "",
+            model_name=c.get("model_name") or "", dataset=c.get("dataset") or "",
+            attack=c.get("attack") or "", attack_plugin=c.get("attack_plugin") or "",
+            norm=c.get("norm") or "", eps_literal=c.get("eps_literal") or "0",
+            eps=float(c.get("eps") or 0.0), split=c.get("split") or "test", n=int(c["n"]),
+            n_correct=int(c["n_correct"]), robust_acc=c.get("robust_acc"),
+            outcomes=base64.b64decode(blob) if blob else None, details=None,
+            flags=list(c.get("flags") or []), config=c.get("config") or {},
+            tags=list(c.get("tags") or []), precision=c.get("precision") or "fp32",
+            seed=int(c.get("seed") or 0), smoke=bool(c.get("smoke")),
+            seconds=float(c.get("seconds") or 0.0), status="done", error=None,
+            device=c.get("device") or "", versions=dict(c.get("versions") or {}),
+            commit=c.get("commit") or "", run_id=None, created=when(c.get("created"))))
+    models = []
+    for m in doc.get("models") or []:
+        models.append(ModelRecord(
+            key=m["key"], name=m.get("name") or "", dataset=m.get("dataset") or "",
+            arch=m.get("arch") or "", defense=m.get("defense") or "", config=m.get("config") or {},
+            checkpoint_path="", checkpoint_sha256=m.get("checkpoint_sha256") or "",
+            train_seconds=float(m.get("train_seconds") or 0.0), curves=m.get("curves") or {},
+            status="done", smoke=bool(m.get("smoke")), precision=m.get("precision") or "fp32",
+            seed=int(m.get("seed") or 0), device=m.get("device") or "",
+            versions=dict(m.get("versions") or {}), run_id=None, created=when(m.get("created"))))
+    return results, models
+
+
+def committed_baselines(directory: str | Path = DEFAULT_BASELINE_DIR) -> list[dict]:
+    """Every baseline document in `directory` (results/baselines/ by default), by name."""
+    d = Path(directory)
+    return [load_baseline(p) for p in sorted(d.glob("*.json"))] if d.is_dir() else []
 
 
 _REQUIRED = ("cell_id", "cell_key", "n", "n_correct", "config", "precision", "smoke")

@@ -26,6 +26,11 @@ examples:
   python -m bench report --out site/
   python -m bench report --out site/ --export csv,json,md,tex
   python -m bench report --out /tmp/lb --db sqlite:///results/bench.sqlite
+  python -m bench report --out site/ --no-baselines
+
+The committed baselines in results/baselines/ (the leaderboard's measured cells, with their
+provenance) are added to what the database holds; on a fresh clone, with no database, the
+tables come from suite.yaml and the baselines alone fill them.
 
 Open site/index.html in a browser; the site has no external dependency and works from disk.
 With --export the tables are also written to site/export/<table>.{csv,json,md,tex} and linked
@@ -104,18 +109,46 @@ def _formats(text: str | None) -> list[str]:
 
 # ============================================================================ commands
 
+def _report_sources(args: argparse.Namespace) -> tuple[Engine, list[dict], str]:
+    """The database to render and the committed baselines to add to it. Without a
+    database (a fresh clone), the tables come from --suite into a database in memory, so
+    the committed baselines render on their own."""
+    from bench.check import committed_baselines, load_baseline
+    if args.baseline:
+        baselines = [load_baseline(p) for p in args.baseline]
+    elif args.no_baselines:
+        baselines = []
+    else:
+        baselines = committed_baselines(args.baselines_dir)
+    target = Path(str(args.db)).expanduser()
+    if "://" not in str(args.db) and not target.exists():
+        suite = Path(args.suite)
+        if not suite.is_file():
+            raise BenchError(f"no results database at {args.db} and no suite file {suite} to take "
+                             f"the tables from: run `python -m bench run suite.yaml` first, or "
+                             f"pass --db or --suite")
+        from bench.runner import record_tables
+        from bench.spec import load_suite
+        engine = open_db("sqlite://")
+        record_tables(engine, load_suite(suite))
+        return engine, baselines, f"the tables of {suite} (no database at {args.db})"
+    return open_results(args.db), baselines, str(args.db)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.export import export_tables
     from bench.report import EXPORT_DIRNAME, render_site
     fmts = _formats(args.export)
-    engine = open_results(args.db)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out} exists and is not a directory")
-    written = export_tables(engine, out / EXPORT_DIRNAME, fmts) if fmts else []
-    index = render_site(engine, out)
-    print(f"wrote {index}" + (f" and {len(written)} export file(s) under "
-                              f"{out / EXPORT_DIRNAME}" if written else ""))
+    engine, baselines, what = _report_sources(args)
+    written = export_tables(engine, out / EXPORT_DIRNAME, fmts, baselines) if fmts else []
+    index = render_site(engine, out, baselines)
+    cells = sum(len(b.get("cells") or []) for b in baselines)
+    print(f"wrote {index} from {what}"
+          + (f" and {len(baselines)} committed baseline(s) ({cells} cells)" if baselines else "")
+          + (f"; {len(written)} export file(s) under {out / EXPORT_DIRNAME}" if written else ""))
     return 0
 
 
@@ -173,6 +206,16 @@ def add_subcommands(subparsers) -> None:
     _add_db(p)
     p.add_argument("--export", metavar="FORMATS", default=None,
                    help="also write the tables as files: comma-separated csv,json,md,tex")
+    p.add_argument("--baseline", action="append", metavar="FILE",
+                   help="add this baseline's cells to the leaderboard (repeatable; default: "
+                        "every baseline in --baselines-dir)")
+    p.add_argument("--baselines-dir", default="results/baselines", metavar="DIR",
+                   help="where the committed baselines are (default: results/baselines)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="render the database alone, without the committed baselines")
+    p.add_argument("--suite", default="suite.yaml", metavar="FILE",
+                   help="take the tables from this suite when there is no database "
+                        "(default: suite.yaml)")
     p.set_defaults(func=cmd_report)
 
     b = subparsers.add_parser(

@@ -207,8 +207,8 @@ def write_latex(tv: TableView, path: Path, generated: str) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
-def export_tables(engine: Engine, out_dir: Path,
-                  formats: Iterable[str] = FORMATS) -> list[Path]:
+def export_tables(engine: Engine, out_dir: Path, formats: Iterable[str] = FORMATS,
+                  baselines: Iterable[dict] = ()) -> list[Path]:
     """Write every paper table in each format under out_dir; return the paths written."""
     formats = [f.strip().lower() for f in formats if f and f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
@@ -217,7 +217,7 @@ def export_tables(engine: Engine, out_dir: Path,
                          f"{', '.join(FORMATS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    store = load_store(engine)
+    store = load_store(engine, list(baselines))
     generated = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
     written: list[Path] = []
     for rec in store.tables:

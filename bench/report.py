@@ -69,7 +69,10 @@ class Store:
         return next((t for t in self.tables if t.name == name), None)
 
 
-def load_store(engine: Engine) -> Store:
+def load_store(engine: Engine, baselines: Sequence[dict] = ()) -> Store:
+    """The database's contents, plus the cells of committed baselines (`bench.check`
+    baseline documents) that the database does not hold: a fresh clone renders the
+    leaderboard's measured cells from results/baselines/ alone."""
     with Session(engine) as s:
         results = list(s.scalars(select(ResultRecord)))
         models = {m.key: m for m in s.scalars(select(ModelRecord))}
@@ -78,6 +81,15 @@ def load_store(engine: Engine) -> Store:
         reported = {(v.table, v.row, v.column, v.kind or PAPER): v
                     for v in s.scalars(select(ReportedValue))}
         s.expunge_all()
+    if baselines:
+        from bench.check import baseline_records
+        have = {r.cell_key for r in results}
+        for doc in baselines:
+            extra, extra_models = baseline_records(doc)
+            results += [r for r in extra if r.cell_key not in have]
+            have |= {r.cell_key for r in extra}
+            for m in extra_models:
+                models.setdefault(m.key, m)
     tables.sort(key=lambda t: (_order_of(t), t.name))
     return Store(results, models, runs, tables, reported)
 
@@ -717,11 +729,12 @@ def _model_view(store: Store, key: str, results: list[ResultRecord]) -> dict:
     }
 
 
-def render_site(engine: Engine, out_dir: Path) -> Path:
-    """Write the static site into out_dir; return the path of index.html."""
+def render_site(engine: Engine, out_dir: Path, baselines: Sequence[dict] = ()) -> Path:
+    """Write the static site into out_dir (with the cells of `baselines` the database
+    lacks, see `load_store`); return the path of index.html."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    store = load_store(engine)
+    store = load_store(engine, baselines)
     env = environment()
     generated = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
     smoke_results = [r for r in store.results if r.smoke]

@@ -83,16 +83,7 @@ class Runner:
             s.commit()
 
     def record_tables(self) -> None:
-        """Store each table's layout and its published values, so `report` needs only the DB."""
-        with Session(self.engine) as s:
-            for t in self.suite.tables.values():
-                s.merge(db.TableRecord(name=t.name, title=t.title, layout=t.layout(),
-                                       suite_path=str(self.suite.path), updated=db.utcnow()))
-                s.execute(delete(db.ReportedValue).where(db.ReportedValue.table == t.name))
-                for v in t.values:
-                    s.add(db.ReportedValue(table=t.name, row=v.row, column=v.column, value=v.value,
-                                           source=v.source, kind=v.kind))
-            s.commit()
+        record_tables(self.engine, self.suite)
 
     def status(self, cells: list[Cell]) -> dict[str, str]:
         """'done' / 'failed' / 'pending' per cell key."""
@@ -273,6 +264,19 @@ class Runner:
             summary.seconds = time.perf_counter() - t0
             self._end_run(run_id, status, summary)
         return summary
+
+
+def record_tables(engine: Engine, suite: Suite) -> None:
+    """Store each table's layout and its published values, so `report` needs only the DB."""
+    with Session(engine) as s:
+        for t in suite.tables.values():
+            s.merge(db.TableRecord(name=t.name, title=t.title, layout=t.layout(),
+                                   suite_path=str(suite.path), updated=db.utcnow()))
+            s.execute(delete(db.ReportedValue).where(db.ReportedValue.table == t.name))
+            for v in t.values:
+                s.add(db.ReportedValue(table=t.name, row=v.row, column=v.column, value=v.value,
+                                       source=v.source, kind=v.kind))
+        s.commit()
 
 
 def _validation_robust_accuracy(spec):

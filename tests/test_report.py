@@ -382,7 +382,8 @@ def test_report_cli_with_exports(tmp_path, capsys):
     assert 'href="export/table1.csv"' in html and 'href="export/table1.tex"' in html
     assert main(["report", "--out", str(tmp_path / "s2"), "--db", str(tmp_path / "bench.sqlite"),
                  "--export", "csv,xls"]) == 2
-    assert main(["report", "--out", str(tmp_path / "s3"), "--db", str(tmp_path / "nope.sqlite")]) == 2
+    assert main(["report", "--out", str(tmp_path / "s3"), "--db", str(tmp_path / "nope.sqlite"),
+                 "--suite", str(tmp_path / "no-suite.yaml")]) == 2
     err = capsys.readouterr().err
     assert "no results database" in err and "python -m bench run" in err
     assert not (tmp_path / "nope.sqlite").exists()

@@ -163,3 +163,33 @@ def test_bad_layouts_are_located_errors(tmp_path, old, new, needle, message):
     assert message in str(ei.value)
     line = next(i for i, s in enumerate(text.splitlines(), 1) if needle in s)
     assert ei.value.line == line, str(ei.value)
+
+
+def test_a_fresh_clone_renders_the_committed_baselines(recorded, tmp_path, capsys):
+    """No database: the tables come from the suite and the committed baseline's cells
+    (with their models' training provenance) fill them, exactly as the database did."""
+    from bench.check import save_baseline
+    from bench.cli import main
+    suite, engine = recorded
+    with Session(engine) as s:      # a training record for m_a: it travels with the baseline
+        s.add(db.ModelRecord(key="ka", name="m_a", dataset="mnist", arch="small_cnn",
+                             defense="sgd", config={"train": {"epochs": 1}}, checkpoint_path="x",
+                             checkpoint_sha256="0" * 64, curves={"best_epoch": 3}))
+        s.commit()
+    base_dir = tmp_path / "baselines"
+    save_baseline(engine, "published", out_dir=base_dir)
+    out = tmp_path / "fresh-site"
+    assert main(["report", "--out", str(out), "--db", str(tmp_path / "absent.sqlite"),
+                 "--suite", str(suite.path), "--baselines-dir", str(base_dir)]) == 0
+    said = capsys.readouterr().out
+    assert "no database at" in said and "1 committed baseline(s) (4 cells)" in said
+    html = (out / table_page("tab")).read_text()
+    _, inner = cell_html(html, "c-1-1")
+    assert "60.00" in inner and "paper 61.00" in inner
+    assert "best epoch 3" in html
+    assert not (tmp_path / "absent.sqlite").exists()        # the report writes no database
+    # with a database, the baseline adds nothing it already holds (no duplicate "2×")
+    site = render_site(engine, tmp_path / "again", [__import__("json").loads(
+        (base_dir / "published.json").read_text())]).parent
+    _, inner = cell_html((site / table_page("tab")).read_text(), "c-1-1")
+    assert "60.00" in inner and "×</span>" not in inner
