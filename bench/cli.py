@@ -135,7 +135,25 @@ def cmd_validate(args) -> int:
     print(f"{args.suite}: ok — {len(suite.models)} models, {len(suite.attacks)} attacks, "
           f"{len(suite.matrix)} matrix entries ({n_cells} cells), {len(suite.tables)} tables; "
           f"tags: {', '.join(sorted(suite.tags))}")
+    for t in suite.tables.values():
+        print("  " + _table_summary(t))
     return 0
+
+
+def _table_summary(t) -> str:
+    """One line per table: the paper's rows and columns, what the suite adds, the values."""
+    rows = [r for r in t.rows if not r.beyond]
+    cols = [c for c in t.columns if not c.beyond]
+    refs = sum(r.model is None for r in rows)
+    others: dict[str, int] = {}
+    for v in t.values:
+        if v.kind != "paper":
+            others[v.kind_label] = others.get(v.kind_label, 0) + 1
+    return (f"{t.name}: {len(rows)} rows ({refs} reference) × {len(cols)} columns of the paper"
+            f" + {len(t.rows) - len(rows)} rows, {len(t.columns) - len(cols)} columns beyond it; "
+            f"{len(t.reported)} values of the paper"
+            + "".join(f", {n} of {k}" for k, n in sorted(others.items()))
+            + (f"; printed {t.orientation}" if t.orientation != "rows" else ""))
 
 
 def cmd_ls(args) -> int:
