@@ -314,6 +314,32 @@ def test_atent_loss_is_the_exponential_average_over_iterates():
     assert model.modes == [True] * 4
 
 
+# --------------------------------------------------------------------------- PGD-AT
+
+def dropout_mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(D, 64), nn.ReLU(), nn.Dropout(0.5), nn.Linear(64, 10))
+
+
+@pytest.mark.parametrize("preset", ["mnist_linf", "mnist_l2"])
+def test_pgd_at_mnist_presets_craft_without_dropout(preset):
+    """Madry's MNIST net has no dropout: from a fixed start the MNIST presets' adversarial
+    example is a deterministic function of (model, x, y) even when the model has dropout."""
+    data = Data()
+    x, y, _ = data.next_batch()
+    torch.manual_seed(0)
+    model = ModeRecorder(dropout_mlp()).train()
+    cls = DEFENSES.get("pgd_at")
+    over = {"preset": preset, "steps": 5, "random_start": False}
+    d = cls(build_config(cls.Config, over))
+    assert d.config.inner_mode == "eval"
+    a, b = d.adversarial(model, x, y), d.adversarial(model, x, y)
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    assert model.training and not any(model.modes)
+    # the same crafting in train mode draws dropout masks: the examples differ
+    d_train = cls(build_config(cls.Config, {**over, "inner_mode": "train"}))
+    assert not torch.equal(d_train.adversarial(model, x, y), d_train.adversarial(model, x, y))
+
+
 # --------------------------------------------------------------------------- Entropy-SGD
 
 def test_entropy_sgd_with_L0_is_sgd_nesterov_exactly():
