@@ -380,6 +380,27 @@ def test_early_stopping_keeps_the_best_validation_epoch(tiny, tmp_path, data_roo
     assert len(curves["val_clean_acc"]) == 3
 
 
+def test_early_stopping_eps_list_and_grid(tmp_path):
+    from bench.config import ConfigError, build_config
+    from bench.errors import SuiteError
+    from bench.recipe import EarlyStopping
+    one = build_config(EarlyStopping, {"attack": "a", "eps": "8/255"})
+    assert one.eps_values() == [8 / 255]
+    assert build_config(EarlyStopping, {"attack": "a", "eps": [0.1, "1/5"]}).eps_values() == [0.1, 0.2]
+    grid = build_config(EarlyStopping, {"attack": "a", "eps": 0.4, "grid": 4}).eps_values()
+    assert grid == pytest.approx([0.05, 0.15, 0.25, 0.35])
+    for bad, why in (({"eps": [0.1, 0.2], "grid": 4}, "one eps"), ({"eps": []}, "empty"),
+                     ({"eps": 0.1, "grid": -1}, "grid"), ({"eps": 0.1, "every": 0}, "every")):
+        with pytest.raises(ConfigError, match=why):
+            build_config(EarlyStopping, {"attack": "a", **bad})
+    p = tmp_path / "bad.yaml"
+    p.write_text(TINY.replace("  m_nan:\n    base: m_sgd\n    defense: test_nan\n",
+                              "  m_nan:\n    base: m_sgd\n    train: {val_size: 64,\n"
+                              "      early_stopping: {attack: pgd5, eps: [0.1, 3/x]}}\n"))
+    with pytest.raises(SuiteError, match=r"bad.yaml:\d+: .*early_stopping.eps: malformed epsilon '3/x'"):
+        load_suite(p)
+
+
 def test_external_checkpoint_is_loaded_and_recorded(tiny, tmp_path, data_root):
     from bench.checkpoints import sha256_file
     from bench.modeling import build_model
