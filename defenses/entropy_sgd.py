@@ -69,8 +69,8 @@ Presets:
 * `chaudhari_mnist`: the same with mnistconv's γ₀ = 1e-4;
 * `cifar_linf`: `chaudhari` (the ATENT paper trains no Entropy-SGD on CIFAR-10).
 
-L = 0 is plain SGD-Nesterov on the batch cross-entropy. An epoch counts outer steps, so it
-costs K + 1 (fresh: K + 1 batches' worth of) gradient evaluations per batch.
+L = 0 is plain SGD-Nesterov on the batch cross-entropy. An epoch counts outer steps: each
+costs one forward and K forward-backward passes (`chaudhari` on K further minibatches).
 
 Differences from `optim.py`, deliberately:
 * the outer step is the loop's `torch.optim.SGD`; `optim.py` initialises its outer
