@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bench.eps import parse_eps
+
 # Part of every model key: what the loop's settings mean. 2: a milestone is a 1-based epoch
 # (`epoch >= m` over epochs 1..N, as TRADES', MART's and ATENT's `adjust_learning_rate`);
 # 1 read it 0-based, one epoch late.
@@ -18,12 +20,41 @@ TRAIN_LOOP_VERSION = 2
 @dataclass
 class EarlyStopping:
     """Keep the checkpoint with the best robust accuracy on the validation split
-    (Rice et al., "Overfitting in adversarially robust deep learning")."""
+    (Rice et al., "Overfitting in adversarially robust deep learning").
+
+    The score is the robust accuracy at `eps`; with a list of ε, the mean of the robust
+    accuracies over the list; with `grid: N`, the mean over the N midpoints
+    eps·(k − ½)/N, k = 1 … N. Per example that mean is the fraction of the grid at which
+    the attack fails, min(r, eps)/eps within 1/(2N) for an example it breaks from radius r
+    on: the mean distance to the boundary capped at eps, divided by eps — MMA's checkpoint
+    criterion (`val_avgeps`) with its validation adversary (`attacks/anpgd.py`). Ties keep
+    the earlier epoch.
+    """
 
     attack: str                  # an attack of suite.yaml, evaluated on the validation split
-    eps: float | str             # its ε
+    eps: float | str | list[float | str]   # its ε, or a list of ε (the mean is the score)
     every: int = 1               # evaluate every this many epochs
     n: int | None = None         # validation examples used (None: the whole split)
+    grid: int = 0                # N > 0: the N midpoints of (0, eps] (eps one value)
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise ValueError("early_stopping.every must be ≥ 1")
+        if self.grid < 0:
+            raise ValueError("early_stopping.grid must be ≥ 0")
+        if isinstance(self.eps, list):
+            if not self.eps:
+                raise ValueError("early_stopping.eps: an empty list")
+            if self.grid:
+                raise ValueError("early_stopping.grid needs one eps (the top of the grid), not a list")
+
+    def eps_values(self) -> list[float]:
+        """The ε at which the validation attack runs; the score is the mean over them."""
+        if self.grid:
+            top = parse_eps(self.eps).value
+            return [top * (k - 0.5) / self.grid for k in range(1, self.grid + 1)]
+        raw = self.eps if isinstance(self.eps, list) else [self.eps]
+        return [parse_eps(e).value for e in raw]
 
 
 @dataclass

@@ -280,17 +280,17 @@ def record_tables(engine: Engine, suite: Suite) -> None:
 
 
 def _validation_robust_accuracy(spec):
-    """Early stopping's measure: the suite's validation attack at its ε, or None."""
+    """Early stopping's measure: the suite's validation attack's robust accuracy at its ε,
+    or its mean over the ε list / grid (`bench.recipe.EarlyStopping`); None without one."""
     es = spec.train.early_stopping
     if es is None:
         return None
-    from bench.eps import parse_eps
-    attack, eps = spec.early_stopping_attack, parse_eps(es.eps).value
+    attack, eps = spec.early_stopping_attack, es.eps_values()
 
     def robust_accuracy(net, val):
         a = attack.build()
-        ok = [a.run(net, x, y, eps) for x, y, _ in val.batches(256)]
-        return torch.cat(ok).float().mean().item()
+        ok = [torch.stack(a.run_sweep(net, x, y, eps)) for x, y, _ in val.batches(256)]
+        return torch.cat(ok, dim=1).float().mean().item()
     return robust_accuracy
 
 

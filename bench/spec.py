@@ -396,7 +396,9 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
                 ctx.err(node, "train", f"early_stopping.attack: unknown attack {an!r}"
                         f"{did_you_mean(an, list(attacks))}", f"{where}.train.early_stopping.attack")
             es_attack = attacks[an]
-            ctx.eps(node, "train", tcfg.early_stopping.eps, f"{where}.train.early_stopping.eps")
+            es_eps = tcfg.early_stopping.eps
+            for e in es_eps if isinstance(es_eps, list) else [es_eps]:
+                ctx.eps(node, "train", e, f"{where}.train.early_stopping.eps")
         ckpt = ctx.typed(node, "checkpoint", str, where)
         models[name] = ModelSpec(
             name=name, dataset=datasets[ds], arch=arch, arch_config=arch_cfg,

@@ -22,12 +22,34 @@ One batch, as `train_one_batch`:
    reference combines the two gradients with these weights; the forwards are separate,
    so one backward of the weighted sum gives the same gradient). c = 0 is "OMMA".
 
-Defaults = CIFAR-10 ℓ∞: d_max = 32/255 (MMA-32; the paper also trains 12/255 and
-20/255), mineps 0.005, nb_iter 10; recipe WRN-28-4, SGD lr 0.3 → 0.09 (20k steps) → 0.03
-(30k) → 0.009 (40k), 50k steps, batch 128, wd 2e-4, momentum 0.9. CIFAR-10 ℓ2: d_max ∈
-{1, 2, 3}, mineps 0.5. MNIST (LeNet5Madry, Adam 1e-4, batch 50, 100k steps): nb_iter 40,
-ℓ∞ d_max 0.45 with mineps 0.1; ℓ2 d_max ∈ {2, 4, 6} with mineps 0.5. `mineps: null`
-means the CIFAR value of the norm (0.005 for ℓ∞, 0.5 for ℓ2).
+Defaults = CIFAR-10 ℓ∞ (`config.py` LinfCIFAR10, `run_cifar10_training.sh`): d_max = 32/255
+(MMA-32; the paper also trains 12/255 and 20/255), mineps 0.005, nb_iter 10; recipe
+WRN-28-4, SGD lr 0.3 → 0.09 (20k steps) → 0.03 (30k) → 0.009 (40k), 50k steps, batch 128,
+wd 2e-4, momentum 0.9. Every other default is `config.py`'s BaseConfig: clean_loss_coeff
+1/3, eps_iter_scale 2.5, num_search_steps 10, rand_init, attack and search losses "slm",
+and `train.py`'s attack_maxeps = 1.05·hinge_maxeps. `mineps: null` means the CIFAR value
+of the norm (0.005 for ℓ∞, 0.5 for ℓ2).
+
+Presets (`config.py`, `run_*_training.sh`):
+* `cifar_linf`: the defaults. `cifar_l2`: L2CIFAR10, d_max 1 (cifar10-L2-MMA-1.0, the
+  "d = 1" model of the ATENT paper's Table 4), mineps 0.5;
+* `mnist_linf`: LinfMNIST (nb_iter 40, mineps 0.1), d_max 0.45 (mnist-Linf-MMA-0.45, the
+  released model; the ATENT authors load it, StochAT `additional_notebooks/ESGD.ipynb`);
+* `mnist_l2`: L2MNIST (nb_iter 40, mineps 0.5), d_max 4: the ℓ2 model the ATENT authors
+  load for their MNIST-ℓ2 comparison (`mnist-L2-MMA-4.0-sd0/model_best.pt` in StochAT
+  `additional_notebooks/ESGD.ipynb` and `evaluateAllNewNetworks_final.ipynb`); MMA
+  releases d_max 2, 4 and 6. MMA's paper table behind Table 1's printed MMA row (99.27 /
+  73.02) was not at hand to confirm which of the three it is.
+MNIST recipe (the suite's train block): LeNet5Madry, Adam 1e-4, batch 50, 100k steps,
+a 5,000-image validation split.
+
+Checkpoint selection (`train.py`): after every epoch MMA evaluates `ANPGDForTest` on the
+validation split (the first 5,000 training images) and keeps as `model_best.pt` the epoch
+with the largest mean AN-PGD margin `val_avgeps`. That is the generic loop's early stopping
+with the `anpgd` attack (`attacks/anpgd.py`) and `grid: N` up to eps = 1.05·d_max: the
+mean robust accuracy over N evenly spaced ε in (0, 1.05·d_max] is the mean margin capped
+at 1.05·d_max, divided by it, within 1/N (see `attacks/anpgd.py`). The loop holds out a
+fixed pseudo-random 5,000 (`bench.data.carve_validation`), not the first 5,000.
 
 Where this file differs from the reference:
 * `search_mode`: the reference runs the PGD in eval mode but the bisection (and the
@@ -73,19 +95,29 @@ def soft_logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(others, dim=1) - logits.gather(1, y.unsqueeze(1)).squeeze(1)
 
 
+def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample max_{j≠y} z_j − z_y (advertorch's `elementwise_margin`)."""
+    logits = _upcast(logits)
+    mask = F.one_hot(y, logits.shape[1]).bool()
+    return logits.masked_fill(mask, float("-inf")).amax(1) - logits.gather(1, y.unsqueeze(1)).squeeze(1)
+
+
 def bisection_search(model, x: torch.Tensor, y: torch.Tensor, unit_ptb: torch.Tensor,
                      cur_eps: torch.Tensor, margin_init: torch.Tensor, maxeps: torch.Tensor,
                      steps: int = 10,
-                     margin_fn: Callable = soft_logit_margin) -> torch.Tensor:
+                     margin_fn: Callable = soft_logit_margin, *, crossing: bool = False):
     """Per-sample bisection for the smallest t in [0, maxeps] where
     margin_fn(f(clamp(x + t·u))) ≥ 0 (the decision boundary along u).
 
     `margin_init` is the margin at t = cur_eps. As `anpgd.bisection_search`: each step
     first narrows the bracket with the last margin, then evaluates the midpoint; the last
-    midpoint is returned, so |result − t*| ≤ maxeps / 2**steps."""
+    midpoint is returned, so |result − t*| ≤ maxeps / 2**steps. With `crossing`, also the
+    smallest evaluated midpoint whose margin is ≥ 0 (inf where none was): a point known
+    to be across the boundary."""
     margin = margin_init
     lo = torch.zeros_like(margin)
     hi = maxeps.clone()
+    across = torch.full_like(margin, float("inf"))
     for _ in range(steps):
         inside = margin < 0
         lo = torch.where(inside, torch.maximum(cur_eps, lo), lo)
@@ -93,7 +125,8 @@ def bisection_search(model, x: torch.Tensor, y: torch.Tensor, unit_ptb: torch.Te
         cur_eps = (lo + hi) / 2
         with torch.no_grad():
             margin = margin_fn(model((x + _view(cur_eps, x) * unit_ptb).clamp(0.0, 1.0)), y)
-    return cur_eps
+        across = torch.where(margin >= 0, torch.minimum(across, cur_eps), across)
+    return (cur_eps, across) if crossing else cur_eps
 
 
 def anpgd(model, x: torch.Tensor, y: torch.Tensor, prev_eps: torch.Tensor, *, norm: str,
@@ -131,11 +164,12 @@ class MMA(Defense):
     @dataclass
     class Config:
         # The suite's rows: MMA's MNIST ℓ∞ d_max 0.45 and ℓ2 d_max 4 (40 iterations),
-        # CIFAR ℓ∞ d_max 32/255 (10 iterations).
+        # CIFAR ℓ∞ d_max 32/255 and ℓ2 d_max 1 (10 iterations); see the module docstring.
         PRESETS: ClassVar[dict[str, dict]] = {
             "mnist_l2": {"norm": "l2", "d_max": 4, "mineps": 0.5, "nb_iter": 40},
             "mnist_linf": {"norm": "linf", "d_max": 0.45, "mineps": 0.1, "nb_iter": 40},
             "cifar_linf": {"norm": "linf", "d_max": "32/255", "nb_iter": 10},
+            "cifar_l2": {"norm": "l2", "d_max": 1, "mineps": 0.5, "nb_iter": 10},
         }
 
         norm: Literal["linf", "l2"] = "linf"

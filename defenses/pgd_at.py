@@ -8,8 +8,14 @@ mode while crafting**, CE). The model is trained on the adversarial inputs only,
 the batch-mean cross-entropy. Early stopping (Rice et al.'s "PGD-AT (E)") is the
 generic loop's `early_stopping` option, not part of this file.
 
-`inner_mode` chooses the mode of the model while crafting: "train" follows Madry's
-and Rice's code (BatchNorm uses batch statistics), "eval" follows TRADES/MART.
+`inner_mode` chooses the mode of the model while crafting: "train" follows Rice's CIFAR
+code (BatchNorm uses batch statistics), "eval" follows TRADES/MART. The MNIST presets
+craft in eval mode: Madry's MNIST network (MadryLab/mnist_challenge `model.py`: two
+conv + pool layers and two dense layers) has neither dropout nor BatchNorm, so its
+`train.py` crafts (`attack.perturb(x_batch, y_batch, sess)`) on the same deterministic
+function it then trains; the suite's MNIST nets may have dropout (TRADES' SmallCNN:
+Dropout(0.5)), and eval mode is what computes Madry's attack on them (no dropout while
+crafting; the update itself is in train mode).
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ class PGDAT(Defense):
         # The suite's rows: Table 1 MNIST ℓ2, Table 2 MNIST ℓ∞ (the TRADES/Madry MNIST
         # inner loop), Table 3 CIFAR ℓ∞ (Rice et al.), Tables 4–5 CIFAR ℓ2 (step ε/10).
         PRESETS: ClassVar[dict[str, dict]] = {
-            "mnist_l2": {"norm": "l2", "eps": 2, "step_size": 0.125, "steps": 40},
+            "mnist_l2": {"norm": "l2", "eps": 2, "step_size": 0.125, "steps": 40,
+                         "inner_mode": "eval"},
             "mnist_linf": {"norm": "linf", "eps": 0.3, "step_size": 0.01, "steps": 40,
-                           "inner_mode": "train"},
+                           "inner_mode": "eval"},
             "cifar_linf": {"norm": "linf", "eps": "8/255", "step_size": "2/255", "steps": 10},
             "cifar_l2": {"norm": "l2", "eps": 0.435, "step_size": 0.0435, "steps": 10},
         }

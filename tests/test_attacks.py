@@ -27,6 +27,7 @@ from bench.data import load_split
 from bench.errors import BenchError
 from bench.perturb import ascent_step, norms, project, random_init
 
+from attacks.anpgd import ANPGDForTest
 from attacks.atent import ATENTAttack
 from attacks.autoattack import AutoAttackStandard
 from attacks.certify import Certify, clopper_pearson_lower, radius_from_counts
@@ -295,6 +296,103 @@ def test_autoattack_missing_package_is_a_bench_error(monkeypatch, model, mnist):
 
 
 # ------------------------------------------------------------------------ certification
+
+class _LinearMargins(nn.Module):
+    """Two classes, logits (0, w·x + b_i) with one offset per example: example i is at
+    distance d_i from the boundary in the norm whose dual norm `dual` is ‖w‖_dual."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor):
+        super().__init__()
+        self.w, self.b = w, b
+
+    def forward(self, x):
+        z = x.flatten(1) @ self.w + self.b
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+def _anpgd_case(norm: str, d: torch.Tensor, pgd_eps: float, d_max: float, n_grid: int = 50):
+    """Per-example grid robust accuracy of `anpgd` and MMA's midpoint statistic."""
+    from defenses.mma import bisection_search, logit_margin
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(64, generator=g)
+    dual = w.norm() if norm == "l2" else w.abs().sum()
+    x = (0.3 + 0.4 * torch.rand(len(d), 64, generator=g))
+    y = torch.arange(len(d)) % 2
+    sign = torch.where(y == 1, 1.0, -1.0)                 # y = 1 wants w·x + b > 0
+    model = _LinearMargins(w, sign * d * dual - x @ w).eval()
+    x = x.view(-1, 1, 8, 8)
+    atk = ANPGDForTest(ANPGDForTest.Config(norm=norm, pgd_eps=pgd_eps, step_size=pgd_eps / 4,
+                                           steps=10, d_max=d_max, random_start=False))
+    E = 1.05 * d_max
+    grid = [E * (k - 0.5) / n_grid for k in range(1, n_grid + 1)]
+    score = torch.stack(atk.run_sweep(model, x, y, grid)).float().mean(0)
+    # MMA's statistic (anpgd.ANPGDForTest) along the same PGD direction −sign·ŵ
+    u = (-sign.view(-1, 1) * (w / w.norm() if norm == "l2" else w.sign())).view_as(x)
+    maxeps = torch.full((len(d),), E)
+    with torch.no_grad():
+        m0 = logit_margin(model(x + pgd_eps * u), y)
+        mid = bisection_search(model, x, y, u, maxeps / 2, m0, maxeps, 10, margin_fn=logit_margin)
+    return score, mid / E, E
+
+
+TOL = 1 / (2 * 50) + 2 / 2 ** 10     # the grid's and the bisection's resolution
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_anpgd_grid_robust_accuracy_is_the_mean_capped_margin(norm):
+    """The mean robust accuracy over the grid ε_k = E(k − ½)/N, E = 1.05·d_max, is
+    mean(min(d, E))/E, and MMA's mean margin over E, each within the grid's and the
+    bisection's resolution."""
+    pgd_eps, d_max = (0.5, 2.0) if norm == "l2" else (0.02, 0.08)
+    E = 1.05 * d_max
+    d = torch.cat([torch.linspace(0.05, 0.95, 20) * pgd_eps,
+                   torch.linspace(0.52, 1.3, 40) * E])
+    score, mma, _ = _anpgd_case(norm, d, pgd_eps, d_max)
+    assert abs(float(score.mean()) - float((d.clamp(max=E) / E).mean())) <= TOL
+    assert abs(float(score.mean()) - float(mma.mean())) <= TOL
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_anpgd_scans_the_ray_where_the_reference_bracket_misses(norm):
+    """Margins in (pgd_eps, E/2): PGD at pgd_eps did not cross, the reference's bracket
+    starts at E/2 and its midpoint ends at ≈ E/2; the grid evaluates the ray itself and
+    measures d. Likewise for margins in (E/2, pgd_eps) when pgd_eps > E/2 (MNIST ℓ∞:
+    0.3 > 0.236), where PGD crossed but no midpoint of [0, E/2] did."""
+    for pgd_eps, d_max, lo, hi in ((0.5, 2.0, 0.55, 1.0), (1.6, 2.0, 1.1, 1.55)):
+        if norm == "linf":
+            pgd_eps, d_max, lo, hi = pgd_eps / 25, d_max / 25, lo / 25, hi / 25
+        E = 1.05 * d_max
+        d = torch.linspace(lo, hi, 10)
+        score, mma, _ = _anpgd_case(norm, d, pgd_eps, d_max)
+        assert torch.allclose(score, d / E, atol=TOL)
+        assert torch.allclose(mma, torch.full_like(mma, 0.5), atol=TOL)
+
+
+def test_anpgd_returns_the_pgd_point_when_no_midpoint_crossed():
+    """A band of the other class along the ray, t ∈ (0.8, 1.2), PGD (ℓ2, ε 1) ends in it,
+    the reference's bracket [0, E/2 = 0.735] holds no crossing. The attack returns the PGD
+    point: not robust from 0.8 on. (Returning x + E·u would count ε > 1.2 robust.)"""
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(64, generator=g)
+    w = w / w.norm()
+    x = (0.45 + 0.1 * torch.rand(6, 64, generator=g))
+    centre = x @ w + 1.0
+
+    class Band(nn.Module):
+        def forward(self, xx):
+            s = xx.flatten(1) @ w
+            z = 0.2 ** 2 - (s - centre) ** 2        # > 0 (class 1) inside the band
+            return torch.stack([torch.zeros_like(z), z * 10], 1)
+
+    d_max, n_grid = 1.4, 50
+    E = 1.05 * d_max
+    atk = ANPGDForTest(ANPGDForTest.Config(norm="l2", pgd_eps=1.0, step_size=0.25, steps=10,
+                                           d_max=d_max, random_start=False))
+    grid = [E * (k - 0.5) / n_grid for k in range(1, n_grid + 1)]
+    y = torch.zeros(6, dtype=torch.long)
+    score = torch.stack(atk.run_sweep(Band().eval(), x.view(-1, 1, 8, 8), y, grid)).float().mean(0)
+    assert torch.allclose(score, torch.full_like(score, 0.8 / E), atol=TOL)
+
 
 def test_clopper_pearson_is_the_one_sided_bound():
     """p̲ solves P_{p̲}(Bin(n, p̲) ≥ n_A) = α, the defining equation of the one-sided

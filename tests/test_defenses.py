@@ -314,6 +314,32 @@ def test_atent_loss_is_the_exponential_average_over_iterates():
     assert model.modes == [True] * 4
 
 
+# --------------------------------------------------------------------------- PGD-AT
+
+def dropout_mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(D, 64), nn.ReLU(), nn.Dropout(0.5), nn.Linear(64, 10))
+
+
+@pytest.mark.parametrize("preset", ["mnist_linf", "mnist_l2"])
+def test_pgd_at_mnist_presets_craft_without_dropout(preset):
+    """Madry's MNIST net has no dropout: from a fixed start the MNIST presets' adversarial
+    example is a deterministic function of (model, x, y) even when the model has dropout."""
+    data = Data()
+    x, y, _ = data.next_batch()
+    torch.manual_seed(0)
+    model = ModeRecorder(dropout_mlp()).train()
+    cls = DEFENSES.get("pgd_at")
+    over = {"preset": preset, "steps": 5, "random_start": False}
+    d = cls(build_config(cls.Config, over))
+    assert d.config.inner_mode == "eval"
+    a, b = d.adversarial(model, x, y), d.adversarial(model, x, y)
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    assert model.training and not any(model.modes)
+    # the same crafting in train mode draws dropout masks: the examples differ
+    d_train = cls(build_config(cls.Config, {**over, "inner_mode": "train"}))
+    assert not torch.equal(d_train.adversarial(model, x, y), d_train.adversarial(model, x, y))
+
+
 # --------------------------------------------------------------------------- Entropy-SGD
 
 def test_entropy_sgd_with_L0_is_sgd_nesterov_exactly():
@@ -339,14 +365,97 @@ def test_entropy_sgd_with_L0_is_sgd_nesterov_exactly():
     assert data.calls == 3  # L = 0 draws no extra minibatch
 
 
-def test_entropy_sgd_inner_loop_by_hand():
+class InputLog(nn.Module):
+    """A linear model that records every input batch it is called on."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(D, 10)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.lin(x.flatten(1))
+
+
+def _no_fresh_batch():
+    raise AssertionError("the inner loop drew a fresh minibatch")
+
+
+def test_entropy_sgd_paper_inner_steps_see_only_the_loop_batch():
+    data = Data()
+    cls = DEFENSES.get("entropy_sgd")
+    cfg = build_config(cls.Config, {})
+    assert (cfg.L, cfg.gamma0, cfg.inner_batches) == (5, 1e-3, "same")   # paper, A.1 / Algorithm 3
+    assert build_config(cls.Config, {"preset": "mnist_linf"}) == cfg
+    model = InputLog()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y, i = data.next_batch()
+    ctx = make_ctx(data, i)
+    ctx.next_batch = _no_fresh_batch
+    cls(cfg).train_step(model, opt, x, y, ctx)
+    assert len(model.seen) == 1 + 5                  # the batch loss, then K = 5 inner steps
+    assert all(torch.equal(s, x) for s in model.seen)
+
+
+def test_entropy_sgd_chaudhari_preset_draws_a_fresh_batch_per_inner_step():
+    data = Data()
+    cls = DEFENSES.get("entropy_sgd")
+    model = InputLog()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y, i = data.next_batch()
+    data.calls = 0
+    cls(build_config(cls.Config, {"preset": "chaudhari", "L": 3})).train_step(
+        model, opt, x, y, make_ctx(data, i))
+    assert data.calls == 3
+    assert torch.equal(model.seen[0], x)
+    assert not any(torch.equal(s, x) for s in model.seen[1:])
+
+
+def test_entropy_sgd_paper_outer_step_by_hand():
+    """Algorithm 3 with ε = 0, written out: K Langevin steps on the batch from w′ = μ = w,
+    then w ← w − η·γ·(w − μ) with plain SGD (no momentum)."""
+    data = Data()
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(D, 10))
+    ref = copy.deepcopy(model)
+    eta, eta_in, alpha, gamma, K = 0.5, 0.1, 0.25, 0.2, 3
+    cls = DEFENSES.get("entropy_sgd")
+    d = cls(build_config(cls.Config, {"L": K, "noise": 0.0, "gamma0": gamma}))
+    assert d.config.inner_lr == eta_in and d.config.beta1 == 1 - alpha
+    opt = torch.optim.SGD(model.parameters(), lr=eta)
+    x, y, i = data.next_batch()
+    ctx = make_ctx(data, i)
+    ctx.next_batch = _no_fresh_batch
+    d.train_step(model, opt, x, y, ctx)
+
+    w = {n: p.detach().clone() for n, p in ref.named_parameters()}
+    wp = {n: t.clone() for n, t in w.items()}
+    mu = {n: t.clone() for n, t in w.items()}
+    for _ in range(K):
+        wg = {n: t.clone().requires_grad_(True) for n, t in wp.items()}
+        loss = F.cross_entropy(torch.func.functional_call(ref, wg, (x,)), y)
+        grads = dict(zip(wg, torch.autograd.grad(loss, list(wg.values()))))
+        for n in w:
+            dwp = -grads[n] + gamma * (w[n] - wp[n])
+            wp[n] = wp[n] + eta_in * dwp
+            mu[n] = (1 - alpha) * mu[n] + alpha * wp[n]
+    for (n, got) in model.named_parameters():
+        expected = w[n] - eta * gamma * (w[n] - mu[n])
+        assert torch.allclose(got, expected, rtol=0, atol=1e-7), n
+    moved = max(float((p.detach() - w[n]).abs().max()) for n, p in model.named_parameters())
+    assert moved > 1e-4
+
+
+def test_entropy_sgd_chaudhari_inner_loop_by_hand():
     data = Data()
     torch.manual_seed(6)
     model = nn.Sequential(nn.Flatten(), nn.Linear(D, 10))
     ref = copy.deepcopy(model)
     lr, mom, wd, eta, beta1, g0, g1, step = 0.05, 0.9, 1e-3, 0.1, 0.75, 0.5, 0.1, 3
     cls = DEFENSES.get("entropy_sgd")
-    d = cls(cls.Config(L=2, inner_lr=eta, beta1=beta1, noise=0.0, gamma0=g0, gamma1=g1))
+    d = cls(build_config(cls.Config, {"preset": "chaudhari", "L": 2, "inner_lr": eta, "beta1": beta1,
+                                      "noise": 0.0, "gamma0": g0, "gamma1": g1}))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=mom, nesterov=True, weight_decay=wd)
     x, y, i = data.next_batch()
     batches = [data.next_batch(), data.next_batch()]
@@ -383,7 +492,7 @@ def test_entropy_sgd_noise_scale():
     model = ZeroGrad(D, 2000)  # 72k weights whose loss gradient is exactly 0
     cls = DEFENSES.get("entropy_sgd")
     eta, noise, beta1 = 0.1, 1e-2, 0.75
-    d = cls(cls.Config(L=1, inner_lr=eta, noise=noise, beta1=beta1, gamma0=0.0, inner_momentum=0.0))
+    d = cls(cls.Config(L=1, inner_lr=eta, noise=noise, beta1=beta1, gamma0=0.0, outer_gamma=False))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     x, y, i = data.next_batch()
     d.train_step(model, opt, x, y, make_ctx(data, i))

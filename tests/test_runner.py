@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -378,6 +379,62 @@ def test_early_stopping_keeps_the_best_validation_epoch(tiny, tmp_path, data_roo
     assert curves["best_epoch"] == 1 + max(range(3), key=lambda i: (val[i], -i))
     # the validation split is carved out of the 1,024 training images
     assert len(curves["val_clean_acc"]) == 3
+
+
+def test_early_stopping_eps_list_and_grid(tmp_path):
+    from bench.config import ConfigError, build_config
+    from bench.errors import SuiteError
+    from bench.recipe import EarlyStopping
+    one = build_config(EarlyStopping, {"attack": "a", "eps": "8/255"})
+    assert one.eps_values() == [8 / 255]
+    assert build_config(EarlyStopping, {"attack": "a", "eps": [0.1, "1/5"]}).eps_values() == [0.1, 0.2]
+    grid = build_config(EarlyStopping, {"attack": "a", "eps": 0.4, "grid": 4}).eps_values()
+    assert grid == pytest.approx([0.05, 0.15, 0.25, 0.35])
+    for bad, why in (({"eps": [0.1, 0.2], "grid": 4}, "one eps"), ({"eps": []}, "empty"),
+                     ({"eps": 0.1, "grid": -1}, "grid"), ({"eps": 0.1, "every": 0}, "every")):
+        with pytest.raises(ConfigError, match=why):
+            build_config(EarlyStopping, {"attack": "a", **bad})
+    p = tmp_path / "bad.yaml"
+    p.write_text(TINY.replace("  m_nan:\n    base: m_sgd\n    defense: test_nan\n",
+                              "  m_nan:\n    base: m_sgd\n    train: {val_size: 64,\n"
+                              "      early_stopping: {attack: pgd5, eps: [0.1, 3/x]}}\n"))
+    with pytest.raises(SuiteError, match=r"bad.yaml:\d+: .*early_stopping.eps: malformed epsilon '3/x'"):
+        load_suite(p)
+
+
+ES_GRID = ("  m_nan:\n    base: m_sgd\n    defense: sgd\n"
+           "    train: {epochs: 1, val_size: 128,\n"
+           "            early_stopping: {attack: margin, eps: 0.21, grid: GRID, n: 48}}\n")
+
+
+def test_early_stopping_on_an_eps_grid_scores_the_mean_robust_accuracy(tiny, tmp_path, data_root):
+    from bench.checkpoints import load_checkpoint
+    from bench.train import load_train_data
+    text = TINY.replace("  m_nan:\n    base: m_sgd\n    defense: test_nan\n", ES_GRID).replace(
+        "  broken: {plugin: test_broken}\n",
+        "  broken: {plugin: test_broken}\n"
+        "  margin: {plugin: anpgd, config: {pgd_eps: 0.1, step_size: 0.025, steps: 5,\n"
+        "                                   d_max: 0.2, random_start: false}}\n")
+    p = tmp_path / "grid.yaml"
+    p.write_text(text.replace("GRID", "6"))
+    suite = load_suite(p)
+    spec = suite.models["m_nan"]
+    p.write_text(text.replace("GRID", "8"))
+    assert load_suite(p).models["m_nan"].key != spec.key      # the grid is part of the model key
+    runner, engine = runner_for(suite, tmp_path, data_root)
+    runner.run(expand(suite, filters=["tiny/m_nan/clean"]))
+    with Session(engine) as s:
+        rec = s.get(db.ModelRecord, spec.key)
+        curves, path, sha = rec.curves, rec.checkpoint_path, rec.checkpoint_sha256
+    model = spec.build()
+    load_checkpoint(model, Path(path), sha)
+    _, val = load_train_data(spec, data_root, "cpu", offline=True)
+    x, y, _ = next(val.head(48).batches(48))
+    attack = suite.attacks["margin"].build()
+    per_eps = [float(attack.run(model.eval(), x, y, 0.21 * (k - 0.5) / 6).float().mean())
+               for k in range(1, 7)]
+    assert curves["val_robust_acc"] == [pytest.approx(sum(per_eps) / 6, abs=1e-6)]
+    assert per_eps[0] > per_eps[-1]          # the grid spans more than one robust accuracy
 
 
 def test_external_checkpoint_is_loaded_and_recorded(tiny, tmp_path, data_root):
