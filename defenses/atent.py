@@ -212,14 +212,15 @@ class ATENT(Defense):
             "cifar_l2": {"norm": "l2", "eps": 0.435, "step_size": 0.02, "steps": 10,
                          "noise": 0.6, "gamma": 0.05, "radius": "inv_gamma",
                          "pull": "paper", "project": "none", "init": "paper"},
-            "code_table1": {**_CODE, "norm": "l2", "eps": 2, "step_size": 0.125, "steps": 40,
-                            "noise": 1e-2, "gamma": 0.05, "project": "every"},
-            "code_table2": {**_CODE, "norm": "linf", "eps": 0.3, "step_size": 0.01,
-                            "steps": 80, "noise": 1e-4, "gamma": 0.0, "project": "every"},
-            "code_table3": {**_CODE, "norm": "linf", "eps": "0.031", "step_size": "0.007",
-                            "steps": 10, "noise": 1e-3, "gamma": 0.0, "project": "last"},
-            "code_table4": {**_CODE, "norm": "l2", "eps": 0.435, "step_size": 0.02175,
-                            "steps": 10, "noise": 0.577, "gamma": 0.05, "project": "none"},
+            "code_table1": {"norm": "l2", "eps": 2, "step_size": 0.125, "steps": 40,
+                            "noise": 1e-2, "gamma": 0.05, "project": "every", **_CODE},
+            "code_table2": {"norm": "linf", "eps": 0.3, "step_size": 0.01, "steps": 80,
+                            "noise": 1e-4, "gamma": 0.0, "project": "every", **_CODE},
+            "code_table3": {"norm": "linf", "eps": "0.031", "step_size": "0.007",
+                            "steps": 10, "noise": 1e-3, "gamma": 0.0, "project": "last",
+                            **_CODE},
+            "code_table4": {"norm": "l2", "eps": 0.435, "step_size": 0.02175, "steps": 10,
+                            "noise": 0.577, "gamma": 0.05, "project": "none", **_CODE},
         }
 
         norm: Literal["linf", "l2"] = "linf"        # paper §4.2 (Table 3: ℓ∞-ATENT)
