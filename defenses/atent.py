@@ -1,77 +1,91 @@
 """ATENT (Jagatap et al., "Adversarially robust learning via entropic regularization",
 arXiv 2008.12338 / Frontiers in AI 2022): adversarial training on SGLD samples of the inputs.
 
-Sources: the paper's Algorithm 1 (ℓ2-ATENT) and Algorithm 2 (ℓ∞-ATENT, projection by
-Eq. 14); GauriJagatap/StochAT `adversarial/functional.py` (`entropySmoothing` /
-`_langevin_samples`: one SGLD step per call), `adversarial/utils.py`
-(`random_perturbation`, `project`), `notebooks/cifar10_exps_linf.py` (Table 3),
-`notebooks/cifar_exps_l2.py` / `.ipynb` (Tables 4–5), `notebooks/mnist_exps_linf.ipynb`
-(Table 2), `notebooks/mnist_exps_l2.ipynb` (Table 1; has unresolved merge markers).
+Sources, in the order they decide (issue 10's policy): the paper (`atent-paper.txt`:
+Algorithm 1 = ℓ2-ATENT, Algorithm 2 = ℓ∞-ATENT, Eq. 8–9 and 12–14, §4.1, §4.2, A.1–A.3);
+where it is silent or schematic, the authors' code, GauriJagatap/StochAT:
+`adversarial/functional.py` (`_langevin_samples`: one SGLD step per call),
+`adversarial/utils.py` (`random_perturbation`, `project`), `notebooks/mnist_exps_l2.ipynb`
+(Table 1), `notebooks/mnist_exps_linf.ipynb` (Table 2), `notebooks/cifar10_exps_linf.py`
+(Table 3), `notebooks/cifar_exps_l2.ipynb` (Tables 4–5). Where they differ the paper is the
+default and the code a `code_tableN` preset.
 
-One weight update (`loss`, one backward through all K graphs, one optimizer step):
+One weight update (`loss`, one backward through the K training forwards, one optimizer step):
 
-* chain x_0 → x_1 → … → x_K on the inputs, K SGLD steps of the energy "loss − γ/2·‖x′ − x‖²":
-  x_{k+1} = x_k + η′·D(∇ₓ CE(f(x_k), y)) + γ·(x − x_k) + ε_th·√(2η′)·N(0, I),
-  D = per-sample ℓ2-normalised gradient (ℓ2) or its sign (ℓ∞); then clamp to [0, 1], or
-  project onto the ε-ball and clamp where projection is due (below). The pull γ·(x − x_k)
-  is written, as in `_langevin_samples`, without a factor η′; the noise term is the code's
-  `ep·√(2·step)·N(0, 1)` (`noise` = ε_th, `step_size` = η′);
-* exponential average of the losses of the iterates x_1 … x_K, starting from 0:
-  loss ← (1 − α)·loss + α·CE(f(x_k), y), with **α = 0.9 the weight of the newest
-  iterate** (the code's `alpha`; the anchors' "0.1·loss + 0.9·CE" is the same update).
-  The weights α(1 − α)^(K−k) sum to 1 − (1 − α)^K, not 1, as in the code;
-* the chain carries no gradient to the weights; the K training forwards (train mode)
-  are kept for the single backward — K× the activation memory of PGD-AT.
+* start x′₀ (`init`, below), then K steps (Algorithms 1–2, lines 6–8):
+    ℓ2 (Algorithm 1):  x′ₖ₊₁ = x′ₖ + η′·(D(g) + γ·(x − x′ₖ)) + √(2η′)·ε·N(0, I)
+    ℓ∞ (Algorithm 2):  x′ₖ₊₁ = x′ₖ + η′·D(g) + √(2η′)·ε·N(0, I)      (no γ pull)
+  with g = ∇ₓ CE(f(x′ₖ), y), η′ = `step_size`, ε = `noise`, γ = `gamma`;
+* D(g), the gradient inside the chain: the paper writes the raw batch-mean gradient
+  (schematic); the code steps along the per-sample ℓ2-normalised gradient (ℓ2) or its
+  sign (ℓ∞) — *paper schematic; code* (`bench.perturb.ascent_step`);
+* the pull (ℓ2 only): the paper's γ(x − x′) is inside η′·dx′ (`pull: paper`); the code adds
+  γ·(x − x′) without η′ (`pull: code`, `_langevin_samples`). Algorithm 2 and the code have
+  no pull for ℓ∞, so for ℓ∞ γ only sets the radius 1/γ;
+* projection (`project`): Algorithm 2 / Eq. 14 clip at the K-th step only (`last`),
+  P_γ = element-wise clip at 1/γ. Eq. 14 writes it on the increment; as paper-tables.md
+  reads it (and the code does it), it projects the last iterate onto the ℓ∞ ball of
+  radius r around x (Table 2: γ = 3.33, r = 1/γ = 0.3 = ε). Algorithm 1 projects nowhere
+  (`none`); the code's MNIST runs project every step (`every`). Every iterate is clamped to
+  the image box [0, 1] (paper silent; code: `.clamp(*clamp)` after every step);
+* radius r (`radius`): `inv_gamma` = 1/γ, the paper's P_γ; `eps` = the ε-ball, the code's
+  `project(x, x_adv, norm, eps)`. Table 3 (§4.2) prints γ = 1/0.0031, whose 1/γ = 0.0031
+  is ε/10 and cannot have trained a model robust at 0.031; its preset reads the printed γ
+  as 1/ε (the relation Table 2 states) and uses `radius: eps` with ε = 0.031, as the code;
+* exponential average of the losses of x′₁ … x′_K from μ = 0, μ ← (1 − α)·μ + α·CE(f(x′ₖ), y)
+  (Algorithms 1–2 lines 9–10, α = 0.9 §4.1/A.2), then w ← w − η∇w μ. The weights
+  α(1 − α)^(K−k) sum to 1 − (1 − α)^K, as in the code;
+* the chain carries no gradient to the weights; the K training forwards are kept for the
+  single backward — K× the activation memory of PGD-AT.
 
-Projection: ℓ∞ projects only the last iterate (Eq. 14) — `project_every_step: false`,
-`project_last: true`; the MNIST ℓ∞ run projects every step (`project_every_step: true`);
-the CIFAR ℓ2 run never projects (`project_last: false`). Intermediate iterates may leave
-the ε-ball but are always clamped to [0, 1].
+Start x′₀ = x + δ (`init`). The paper (end of §3): "we initialize the Langevin update step
+with a random normal perturbation δ of benign samples, which is constructed to lie inside
+within approximately 1/γ radius of the natural samples". `init: paper` reads it as
+δ = N(0, I) projected onto the ball of radius r in the chain's norm, then x + δ clamped to
+[0, 1]: ℓ2 radial projection — ‖N(0, I)‖ ≈ √d (28 for MNIST, 55 for CIFAR) exceeds every r
+used here, so δ lies on the sphere of radius r; ℓ∞ element-wise clip to ±r (for r = 0.3
+76 % of the coordinates sit at ±r, the rest inside). This is the code's own construction
+(`random_perturbation`) at the paper's radius, plus the clamp. With `radius: inv_gamma`,
+r = 1/γ is also the ℓ2 chain's own scale: a unit ascent step η′ is cancelled by the pull
+η′γ‖x′ − x‖ exactly at ‖x′ − x‖ = 1/γ. Table 3's start follows its clip radius (ε, as its
+γ is read as 1/ε). `init: code` is the code's start at r: ℓ∞ a random corner
+x + r·sign(N(0, I)), ℓ2 N(0, I) projected onto the r-ball, neither clamped.
+`init: none` starts at x (not sourced; an option for tests). With `radius: inv_gamma`, a γ
+of 0 has no radius, so `init: paper` or a projection with γ = 0 is a config error.
 
-Where the paper and the authors' code differ — the paper is the default, the code an option:
-* model mode while sampling: paper eval (`inner_mode: eval`); the code samples with the
-  model in **train()** mode (BatchNorm batch statistics, running averages updated, dropout
-  on) — `inner_mode: train`. (The code runs the training forward of each new iterate
-  right after its SGLD step; here the whole chain runs first, then the K training
-  forwards — the same values, only the BatchNorm running-average updates are reordered.)
-* γ for ℓ∞: the paper's energy has the γ term for both norms (`gamma_linf: true`); the
-  code ignores γ for ℓ∞ (`gamma_linf: false`);
-* start x_0: the paper starts the chain at a random point near the data, at the scope of
-  its Gibbs measure (within about 1/γ of the data). `init: gibbs` (default) is our
-  reading of that: a draw from the measure's Gaussian factor as this chain parameterises
-  it — the stationary law of the chain with the loss gradient switched off,
-  x_{k+1} − x = (1 − γ)(x_k − x) + σ·ξ with σ = ε_th·√(2η′), i.e.
-  x_0 = x + N(0, σ²/(γ(2 − γ))·I), clamped to [0, 1] (std ≈ ε_th·√(η′/γ): 1/√γ in the
-  scale, η′ and ε_th fixing the temperature). The exact formula could not be checked
-  against the paper text here (*unverified*); it needs the pull (γ > 0, and `gamma_linf`
-  for ℓ∞), so configs without it choose another start: `init: uniform` is uniform in the
-  ε-ball (`bench.perturb.random_init`, clamped); `init: code` is the code's start: ℓ∞ a
-  random **corner** x + ε·sign(N(0, I)), ℓ2 N(0, I) projected onto the ε-ball (≈ the
-  sphere of radius ε), neither clamped; `init: none` starts at x;
-* the code's ℓ2 step divides by the gradient norm without a floor (NaN for a zero
-  gradient) and stops the batch early when ‖∇‖ < 5e-4 ("vanishing gradients"); here the
-  norm is floored at 1e-12 (a zero gradient gives a zero step) and nothing stops early;
-* the code's `train_adversarial` also runs one unused clean forward per batch in train
-  mode (BatchNorm statistics only); not reproduced.
+Mode while sampling (`inner_mode`): the paper is silent; the code samples with the model in
+train() mode (BatchNorm batch statistics and running averages updated, dropout on) — the
+default. The code runs the training forward of each iterate right after its SGLD step;
+here the whole chain runs first, then the K training forwards: the same values, only the
+order of the BatchNorm running-average updates differs.
 
-Per-table settings (defaults of this Config = Table 3):
-* Table 1, MNIST ℓ2: LeNet5Madry, ε 2, K 40, η′ = 2.5·ε/40 = 0.125, γ 0.05, noise 1e-2,
-  projection every step (`project_every_step: true`): the side of the notebook's merge
-  whose printed output is the result (the other side has noise 1e-3, no projection and
-  no output); SGD lr 0.01 momentum 0.9 (no wd), batch 50 → clean 98.66 / ℓ2 PGD-40 79.3.
-* Table 2, MNIST ℓ∞: SmallCNN, ε 0.3, **K = 80** (2 × 40), η′ 0.01, noise 1e-4, γ 0,
-  `project_every_step: true`; with γ = 0 the paper's γ-prior is flat, so this row starts
-  where the code does (`init: code`, a random corner of the ε-ball); SGD lr 0.01
-  momentum 0.9 (the notebook's wd 1e-4 is not passed to the optimizer), batch 128
-  → 99.45 / PGD-40 96.4.
-* Table 3, CIFAR-10 ℓ∞: WRN-34-10, ε 0.031, K 10, η′ 0.007, noise 1e-3, last-step
-  projection; SGD lr 0.1 momentum 0.9 wd 5e-4, batch 128, 76 epochs, lr ×0.1 at 75,
-  seed 1 → 85.67 / PGD-20 57.28. γ: unused by the code for ℓ∞; the default 1e-3 is
-  `entropySmoothing`'s default argument (the paper's ℓ∞ γ is *unverified*).
-* Table 4 (and 5), CIFAR-10 ℓ2: ResNet-18, ε 0.435, K 10 (the `.py` export says 20),
-  η′ = 0.5·ε/K = 0.02175, γ 0.05, noise 0.577 (per-step std 0.12), never projected
-  (`project_last: false`); SGD lr 0.1 momentum 0.9 wd 1e-4, batch 256, lr ×0.1 at epoch
-  50 → 72.1 / ℓ2 PGD-10 64.55.
+Not reproduced from the code: its ℓ2 step divides by the gradient norm without a floor and
+stops the batch early when ‖∇‖ < 5e-4 (here the norm is floored at 1e-12 and nothing stops);
+its `train_adversarial` runs one unused clean forward per batch in train mode.
+
+Per-table presets (the paper's values; `code_tableN` = the authors' notebook):
+* `mnist_l2` — Table 1, §4.1: K 40, η′ 0.25, ε 0.001, γ 0.05, α 0.9, Algorithm 1 (paper
+  pull, no projection), start at r = 1/γ = 20. `eps: 2` is the table's attack radius;
+  Algorithm 1 projects nowhere, so the chain does not use it.
+  `code_table1` (mnist_exps_l2.ipynb, the merge side with the printed 98.66 / 79.3):
+  ε_attack 2, K 40, η′ 2.5·2/40 = 0.125, γ 0.05 code pull, noise 1e-2, projection onto the
+  2-ball every step, code start.
+* `mnist_linf` — Table 2, §4.1: K 40, η′ 0.01, ε 0.001, γ 3.33, last-step clip at
+  1/γ = 0.3003, start at r = 1/γ. `code_table2` (mnist_exps_linf.ipynb cells 10, 20, 23):
+  K 2 × 40 = 80, η′ 0.01, noise 1e-4, γ 0, projection onto the 0.3-ball every step, corner
+  start.
+* `cifar_linf` — Tables 3 and 6, §4.2: K 10, η′ 0.007, ε 0.001, γ = 1/0.0031 (unused:
+  `radius: eps`, see above), last-step clip at ε = 0.031, start at r = 0.031; the Config's
+  own defaults. `code_table3` (cifar10_exps_linf.py): the same numbers, corner start.
+* `cifar_l2_eps1` — Table 4 first block, A.2 (ε2 = 1): K 10, η′ = 2·ε2/K = 0.2, ε 0.001,
+  γ 0.05 (the table's "Training parameter"), Algorithm 1; `cifar_l2_eps1_a2`: A.2's text
+  says γ = 0.08 for the same row.
+* `cifar_l2` — Table 4 second block (ε2 = 0.435) and Table 5, A.2 "Experiments on randomized
+  smoothing": γ 0.05, η′ 0.02, K 10, ε = 0.6 so that √(2η′)·ε = 0.12, Algorithm 1.
+  `code_table4` (cifar_exps_l2.ipynb cell 20): ε 0.435, K 10, η′ 0.5·0.435/10 = 0.02175,
+  γ 0.05 code pull, noise 0.577 (per-step std 0.12), never projected, code start at 0.435.
+All presets sample in train mode. The training recipe of each row (η, batch, epochs,
+schedule, early stopping) is the suite's `train:` block, not this plugin's.
 """
 
 from __future__ import annotations
@@ -85,72 +99,68 @@ import torch.nn.functional as F
 
 from bench.defense import Defense, crafting
 from bench.eps import parse_eps
-from bench.perturb import ascent_step, project, project_delta, random_init
+from bench.perturb import ascent_step, project as project_ball, project_delta
 from bench.registry import register_defense
 
-
-def gibbs_prior_std(step: float, noise: float, gamma: float) -> float:
-    """Per-coordinate std of the chain's stationary law without the loss gradient:
-    Var = σ²/(1 − (1 − γ)²) = σ²/(γ(2 − γ)), σ = noise·√(2·step)."""
-    if not 0.0 < gamma < 2.0:
-        raise ValueError("init 'gibbs' (the γ-prior) needs 0 < gamma < 2")
-    return noise * math.sqrt(2.0 * step) / math.sqrt(gamma * (2.0 - gamma))
+INV_GAMMA_NEEDS_GAMMA = ("radius: inv_gamma (the paper's 1/γ) is infinite for gamma = 0, and "
+                         "init: paper or a projection needs it: set gamma > 0 or radius: eps")
 
 
-def atent_init(x: torch.Tensor, eps: float, norm: str, init: str,
-               prior_std: float | None = None) -> torch.Tensor:
-    """The chain's start x_0 (see the module docstring for the four choices)."""
-    if init == "gibbs":
-        if prior_std is None:
-            raise ValueError("init 'gibbs' needs the prior's std (gibbs_prior_std)")
-        return (x + prior_std * torch.randn_like(x)).clamp(0.0, 1.0)
-    if init == "uniform":
-        return random_init(x, eps, norm)
-    if init == "code":
-        g = torch.randn_like(x)
-        if norm == "linf":
-            return x + eps * g.sign()
-        return x + project_delta(g, eps, "l2")
+def chain_radius(radius: str, gamma: float, eps: float) -> float:
+    """The radius r of the start and of the projection: 1/γ (`inv_gamma`) or ε (`eps`)."""
+    if radius == "eps":
+        return eps
+    if radius == "inv_gamma":
+        return 1.0 / gamma if gamma > 0 else math.inf
+    raise ValueError(f"unknown radius {radius!r}")
+
+
+def atent_init(x: torch.Tensor, r: float, norm: str, init: str) -> torch.Tensor:
+    """The chain's start x′₀ (module docstring): `paper`, `code` or `none`."""
     if init == "none":
         return x.clone()
+    if not math.isfinite(r):
+        raise ValueError(INV_GAMMA_NEEDS_GAMMA)
+    g = torch.randn_like(x)
+    if init == "paper":
+        return (x + project_delta(g, r, norm)).clamp(0.0, 1.0)
+    if init == "code":
+        if norm == "linf":
+            return x + r * g.sign()
+        return x + project_delta(g, r, "l2")
     raise ValueError(f"unknown init {init!r}")
 
 
-GIBBS_NEEDS_PULL = ("init 'gibbs' (the default) draws the start from the γ-prior of the "
-                    "paper's measure and needs the pull: gamma > 0, and gamma_linf: true "
-                    "for ℓ∞; without it choose init: uniform, code or none")
-
-
-def pull_active(norm: str, gamma: float, gamma_linf: bool) -> bool:
-    """Does the chain pull towards the clean point (γ > 0, and `gamma_linf` for ℓ∞)?"""
-    return gamma != 0 and (norm == "l2" or gamma_linf)
-
-
-def atent_chain(model, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float,
-                step: float, steps: int, noise: float, gamma: float,
-                gamma_linf: bool = True, project_every_step: bool = False,
-                project_last: bool = True, init: str = "gibbs") -> list[torch.Tensor]:
+def atent_chain(model, x: torch.Tensor, y: torch.Tensor, *, norm: str, step: float,
+                steps: int, noise: float, radius: float, gamma: float = 0.0,
+                pull: str = "paper", project: str = "last",
+                init: str = "paper") -> list[torch.Tensor]:
     """Run the SGLD chain in whatever mode `model` is in. Returns the iterates
-    [x_0, x_1, …, x_K], detached (x_0 is the start; the loss uses x_1 … x_K)."""
+    [x′₀, x′₁, …, x′_K], detached (x′₀ is the start; the loss uses x′₁ … x′_K).
+
+    `radius` is r, already resolved (`chain_radius`); `gamma` is the ℓ2 pull (ignored for
+    ℓ∞); `pull` "paper" multiplies it by η′, "code" does not; `project` is "last",
+    "every" or "none"."""
+    if project not in ("last", "every", "none") or pull not in ("paper", "code"):
+        raise ValueError(f"unknown project {project!r} or pull {pull!r}")
+    if project != "none" and not math.isfinite(radius):
+        raise ValueError(INV_GAMMA_NEEDS_GAMMA)
     x = x.detach()
-    use_gamma = pull_active(norm, gamma, gamma_linf)
-    if init == "gibbs" and not use_gamma:
-        raise ValueError(GIBBS_NEEDS_PULL)
-    prior_std = gibbs_prior_std(step, noise, gamma) if init == "gibbs" else None
-    x_k = atent_init(x, eps, norm, init, prior_std).detach()
+    x_k = atent_init(x, radius, norm, init).detach()
     iterates = [x_k]
+    pull_weight = (step * gamma if pull == "paper" else gamma) if norm == "l2" else 0.0
     noise_std = noise * math.sqrt(2.0 * step)
     for k in range(steps):
         x_g = x_k.clone().requires_grad_(True)
         loss = F.cross_entropy(model(x_g).float(), y)
         (grad,) = torch.autograd.grad(loss, x_g)
-        nxt = ascent_step(x_k, grad, step, norm)
-        if use_gamma:
-            nxt = nxt + gamma * (x - x_k)
+        nxt = ascent_step(x_k, grad, step, norm)          # x′ₖ + η′·D(g)
+        if pull_weight:
+            nxt = nxt + pull_weight * (x - x_k)
         if noise_std > 0:
             nxt = nxt + noise_std * torch.randn_like(x_k)
-        if project_every_step or (project_last and k == steps - 1):
-            nxt = project(nxt, x, eps, norm)
+        if project == "every" or (project == "last" and k == steps - 1):
+            nxt = project_ball(nxt, x, radius, norm)
         else:
             nxt = nxt.clamp(0.0, 1.0)
         x_k = nxt.detach()
@@ -159,68 +169,98 @@ def atent_chain(model, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: floa
 
 
 def ema_loss(losses: list[torch.Tensor], alpha: float) -> torch.Tensor:
-    """loss ← (1 − α)·loss + α·ℓ_k over the iterates, from loss = 0."""
+    """μ ← (1 − α)·μ + α·ℓ_k over the iterates, from μ = 0."""
     total = losses[0].new_zeros(())
     for l_k in losses:
         total = (1 - alpha) * total + alpha * l_k
     return total
 
 
+# The authors' code, shared by the four code presets.
+_CODE = {"pull": "code", "init": "code", "radius": "eps", "inner_mode": "train"}
+
+
 @register_defense("atent")
 class ATENT(Defense):
-    """ATENT; defaults are the Table 3 (CIFAR-10 ℓ∞, WRN-34-10) settings."""
+    """ATENT; the defaults are Table 3's (`cifar_linf`): see the module docstring."""
+
+    # 2: the paper's defaults (issue 10): train-mode sampling, the paper's start and ℓ2
+    # pull, radius 1/γ, no ℓ∞ pull; `project`/`radius`/`pull` replace the old booleans.
+    version = "2"
 
     @dataclass
     class Config:
-        # Per-table settings (module docstring): Table 1 mnist_l2, Table 2 mnist_linf,
-        # Tables 3 and 6 cifar_linf, Tables 4 and 5 cifar_l2.
+        # Paper rows (module docstring): Table 1 mnist_l2, Table 2 mnist_linf, Tables 3
+        # and 6 cifar_linf, Table 4 first block cifar_l2_eps1 (A.2's γ: cifar_l2_eps1_a2),
+        # Table 4 second block and Table 5 cifar_l2; the authors' code: code_table1..4.
         PRESETS: ClassVar[dict[str, dict]] = {
-            "mnist_l2": {"norm": "l2", "eps": 2, "step_size": 0.125, "steps": 40,
-                         "gamma": 0.05, "noise": 1e-2, "project_every_step": True},
-            "mnist_linf": {"norm": "linf", "eps": 0.3, "step_size": 0.01, "steps": 80,
-                           "noise": 1e-4, "gamma": 0.0, "project_every_step": True,
-                           "init": "code"},
-            "cifar_linf": {"norm": "linf", "eps": 0.031, "step_size": 0.007, "steps": 10,
-                           "noise": 1e-3},
-            "cifar_l2": {"norm": "l2", "eps": 0.435, "step_size": 0.02175, "steps": 10,
-                         "gamma": 0.05, "noise": 0.577, "project_last": False},
+            "mnist_l2": {"norm": "l2", "eps": 2, "step_size": 0.25, "steps": 40,
+                         "noise": 1e-3, "gamma": 0.05, "radius": "inv_gamma",
+                         "pull": "paper", "project": "none", "init": "paper"},
+            "mnist_linf": {"norm": "linf", "eps": 0.3, "step_size": 0.01, "steps": 40,
+                           "noise": 1e-3, "gamma": 3.33, "radius": "inv_gamma",
+                           "project": "last", "init": "paper"},
+            "cifar_linf": {"norm": "linf", "eps": "0.031", "step_size": "0.007",
+                           "steps": 10, "noise": 1e-3, "gamma": "1/0.0031",
+                           "radius": "eps", "project": "last", "init": "paper"},
+            "cifar_l2_eps1": {"norm": "l2", "eps": 1, "step_size": 0.2, "steps": 10,
+                              "noise": 1e-3, "gamma": 0.05, "radius": "inv_gamma",
+                              "pull": "paper", "project": "none", "init": "paper"},
+            "cifar_l2_eps1_a2": {"norm": "l2", "eps": 1, "step_size": 0.2, "steps": 10,
+                                 "noise": 1e-3, "gamma": 0.08, "radius": "inv_gamma",
+                                 "pull": "paper", "project": "none", "init": "paper"},
+            "cifar_l2": {"norm": "l2", "eps": 0.435, "step_size": 0.02, "steps": 10,
+                         "noise": 0.6, "gamma": 0.05, "radius": "inv_gamma",
+                         "pull": "paper", "project": "none", "init": "paper"},
+            "code_table1": {"norm": "l2", "eps": 2, "step_size": 0.125, "steps": 40,
+                            "noise": 1e-2, "gamma": 0.05, "project": "every", **_CODE},
+            "code_table2": {"norm": "linf", "eps": 0.3, "step_size": 0.01, "steps": 80,
+                            "noise": 1e-4, "gamma": 0.0, "project": "every", **_CODE},
+            "code_table3": {"norm": "linf", "eps": "0.031", "step_size": "0.007",
+                            "steps": 10, "noise": 1e-3, "gamma": 0.0, "project": "last",
+                            **_CODE},
+            "code_table4": {"norm": "l2", "eps": 0.435, "step_size": 0.02175, "steps": 10,
+                            "noise": 0.577, "gamma": 0.05, "project": "none", **_CODE},
         }
 
-        norm: Literal["linf", "l2"] = "linf"
-        eps: float | str = "0.031"
-        step_size: float | str = "0.007"     # η′ (SGLD step on the inputs)
-        steps: int = 10                      # K (MNIST ℓ∞: 80)
-        noise: float = 1e-3                  # thermal noise ε_th: per-step std ε_th·√(2η′)
-        gamma: float = 1e-3                  # pull γ·(x − x_k) towards the clean point
-        gamma_linf: bool = True              # paper: γ for ℓ∞ too; code: ignored (false)
-        alpha: float = 0.9                   # weight of the newest iterate's loss
-        project_every_step: bool = False     # MNIST ℓ∞: true
-        project_last: bool = True            # Eq. 14; CIFAR ℓ2: false (never projected)
-        init: Literal["gibbs", "uniform", "code", "none"] = "gibbs"   # code: "code"
-        inner_mode: Literal["eval", "train"] = "eval"   # code: train
+        norm: Literal["linf", "l2"] = "linf"        # paper §4.2 (Table 3: ℓ∞-ATENT)
+        eps: float | str = "0.031"                  # paper §4 "Attacks" / §4.2: ε∞ 0.031; r with radius: eps
+        step_size: float | str = "0.007"            # η′, paper §4.2
+        steps: int = 10                             # K, paper §4.2
+        noise: float = 1e-3                         # ε of √(2η′)·ε·N(0, I), paper §4.2
+        gamma: float | str = "1/0.0031"             # γ, paper §4.2 (ℓ∞: sets r only with radius: inv_gamma)
+        radius: Literal["inv_gamma", "eps"] = "eps"  # Table 3: γ read as 1/ε (paper-tables.md); code: ε-ball
+        pull: Literal["paper", "code"] = "paper"    # ℓ2: paper Algorithm 1 (inside η′); code: without η′
+        project: Literal["last", "every", "none"] = "last"   # paper Algorithm 2 / Eq. 14
+        init: Literal["paper", "code", "none"] = "paper"     # paper end of §3, as read above
+        alpha: float = 0.9                          # paper §4.1, A.2 (Algorithms 1–2 line 10)
+        inner_mode: Literal["train", "eval"] = "train"   # paper silent; code: model.train()
 
         def __post_init__(self):
             self.eps_value = parse_eps(self.eps).value
             self.step_value = parse_eps(self.step_size).value
+            try:
+                self.gamma_value = parse_eps(self.gamma).value
+            except ValueError:
+                raise ValueError(f"gamma must be a number ≥ 0 or 'a/b', got {self.gamma!r}") from None
             if self.steps < 1:
                 raise ValueError("steps must be ≥ 1")
             if not 0.0 < self.alpha <= 1.0:
                 raise ValueError("alpha must be in (0, 1]")
-            if self.noise < 0 or self.gamma < 0:
-                raise ValueError("noise and gamma must be ≥ 0")
-            if self.init == "gibbs":
-                if not pull_active(self.norm, self.gamma, self.gamma_linf):
-                    raise ValueError(GIBBS_NEEDS_PULL)
-                gibbs_prior_std(self.step_value, self.noise, self.gamma)   # 0 < γ < 2
+            if self.noise < 0:
+                raise ValueError("noise must be ≥ 0")
+            self.radius_value = chain_radius(self.radius, self.gamma_value, self.eps_value)
+            needs_radius = self.init != "none" or self.project != "none"
+            if needs_radius and not math.isfinite(self.radius_value):
+                raise ValueError(INV_GAMMA_NEEDS_GAMMA)
 
     def sample(self, model, x, y) -> list[torch.Tensor]:
         cfg = self.config
         with crafting(model, cfg.inner_mode):
-            return atent_chain(model, x, y, norm=cfg.norm, eps=cfg.eps_value,
-                               step=cfg.step_value, steps=cfg.steps, noise=cfg.noise,
-                               gamma=cfg.gamma, gamma_linf=cfg.gamma_linf,
-                               project_every_step=cfg.project_every_step,
-                               project_last=cfg.project_last, init=cfg.init)
+            return atent_chain(model, x, y, norm=cfg.norm, step=cfg.step_value,
+                               steps=cfg.steps, noise=cfg.noise, radius=cfg.radius_value,
+                               gamma=cfg.gamma_value, pull=cfg.pull, project=cfg.project,
+                               init=cfg.init)
 
     def loss(self, model, x, y, ctx):
         iterates = self.sample(model, x, y)

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import build_config, describe_config
+from bench.config import ConfigError, build_config, config_dict, describe_config
 from bench.defense import StepContext
 from bench.perturb import norms, within
 from bench.registry import DEFENSES
-from defenses.atent import atent_chain, ema_loss, gibbs_prior_std
+from defenses.atent import atent_chain, ema_loss
 from defenses.mart import boosted_ce, mart_objective, mart_weight
 from defenses.mma import anpgd, bisection_search, soft_logit_margin
 from defenses.trades import trades_adversarial, trades_kl
@@ -227,70 +227,179 @@ def test_mart_inner_loop_is_ce_pgd_in_eval_mode():
 
 # --------------------------------------------------------------------------- ATENT
 
+def atent(values: dict):
+    cls = DEFENSES.get("atent")
+    return cls(build_config(cls.Config, values, "atent"))
+
+
+def linear(shape) -> nn.Module:
+    torch.manual_seed(11)
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(shape)), 10))
+
+
+def batch(shape, n: int = 8, lo: float = 0.35, hi: float = 0.65):
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(n, *shape, generator=g) * (hi - lo) + lo
+    return x, torch.randint(0, 10, (n,), generator=g)
+
+
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_atent_noise_has_the_stated_scale(norm):
     x = torch.full((64, 1, 16, 16), 0.5)
     y = torch.zeros(64, dtype=torch.long)
     step, noise = 0.02, 0.25  # std = 0.25·√0.04 = 0.05
-    it = atent_chain(ZeroGrad(256), x, y, norm=norm, eps=10.0, step=step, steps=2, noise=noise,
-                     gamma=0.0, project_last=False, init="none")
+    it = atent_chain(ZeroGrad(256), x, y, norm=norm, step=step, steps=2, noise=noise,
+                     radius=10.0, gamma=0.0, project="none", init="none")
     for a, b in zip(it[:-1], it[1:]):
         std = float((b - a).std())
         assert std == pytest.approx(noise * math.sqrt(2 * step), rel=0.03)
         assert abs(float((b - a).mean())) < 2e-3
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_atent_gibbs_start_is_the_stationary_law_of_the_gamma_prior(norm):
-    # With the loss gradient off, the chain x_{k+1} − x = (1 − γ)(x_k − x) + σξ keeps the
-    # law of its start exactly when the start is the γ-prior; a wrong variance drifts.
-    x = torch.full((64, 1, 32, 32), 0.5)
-    y = torch.zeros(64, dtype=torch.long)
-    step, noise, gamma = 0.02, 0.25, 0.5                       # σ = 0.05
-    std = noise * math.sqrt(2 * step) / math.sqrt(gamma * (2 - gamma))
-    assert gibbs_prior_std(step, noise, gamma) == pytest.approx(std)
-    torch.manual_seed(0)
-    it = atent_chain(ZeroGrad(1024), x, y, norm=norm, eps=10.0, step=step, steps=6,
-                     noise=noise, gamma=gamma, project_last=False)   # default init: gibbs
-    for z in it:
-        assert float((z - x).std()) == pytest.approx(std, rel=0.03)
-        assert abs(float((z - x).mean())) < 3e-3
-
-
-def test_atent_gibbs_start_needs_the_pull():
+def test_atent_defaults_are_the_table3_preset_and_sample_in_train_mode():
     cls = DEFENSES.get("atent")
-    for bad in ({"gamma": 0.0}, {"gamma_linf": False}, {"gamma": 2.5}):
-        with pytest.raises(ValueError, match="gibbs"):
-            cls.Config(**bad)
-    assert cls.Config(gamma=0.0, init="code").init == "code"
-    assert cls.Config(norm="l2", gamma_linf=False).init == "gibbs"   # ℓ2 always has the pull
+    assert config_dict(cls.Config()) == config_dict(build_config(cls.Config, {"preset": "cifar_linf"}))
+    assert cls.Config().inner_mode == "train"
 
 
-def test_atent_gamma_pulls_towards_the_clean_point_and_linf_option():
-    x = torch.full((4, *SHAPE), 0.5)
+def test_atent_table2_clips_only_the_last_step_at_inv_gamma():
+    """Table 2 (Algorithm 2, Eq. 14): γ = 3.33, the clip at r = 1/γ on the K-th step only.
+    A linear model's sign gradient keeps pushing every coordinate outward, so the unclipped
+    iterates leave the r-ball from the first step on; the last is back on its surface."""
+    shape = (1, 28, 28)
+    x, y = batch(shape)
+    d = atent({"preset": "mnist_linf"})
+    r = 1 / 3.33
+    assert d.config.radius_value == pytest.approx(r) and d.config.steps == 40
+    it = d.sample(linear(shape), x, y)
+    dist = [norms(z - x, "linf") for z in it]
+    assert float(dist[0].max()) <= r + 1e-6                             # start inside the ball
+    assert all(bool((dd > r + 0.005).all()) for dd in dist[1:-1])      # unclipped in between
+    assert bool(within(it[-1], x, r, "linf").all())                     # clipped at the end …
+    assert float(dist[-1].max()) == pytest.approx(r, rel=1e-5)          # … at 1/γ, not at 0.3
+
+
+def test_atent_table3_clips_the_last_iterate_at_eps():
+    """Table 3: the printed γ = 1/0.0031 would clip at 0.0031; the preset clips at ε = 0.031
+    (radius: eps), and starts at that radius too."""
+    shape = (3, 32, 32)
+    x, y = batch(shape, n=4)
+    d = atent({"preset": "cifar_linf"})
+    assert d.config.gamma_value == pytest.approx(1 / 0.0031)
+    it = d.sample(linear(shape), x, y)
+    dist = [float(norms(z - x, "linf").max()) for z in it]
+    assert dist[0] == pytest.approx(0.031, rel=1e-5)                    # start radius ε
+    assert all(dd > 0.031 + 0.005 for dd in dist[1:-1])
+    assert bool(within(it[-1], x, 0.031, "linf").all())
+    assert dist[-1] == pytest.approx(0.031, rel=1e-5)
+
+
+@pytest.mark.parametrize("preset,weight", [("mnist_l2", 0.25 * 0.05), ("code_table1", 0.05)])
+def test_atent_l2_pull_paper_inside_the_step_code_outside(preset, weight):
+    """Algorithm 1: x′₁ = x′₀ + η′·(∇ + γ(x − x′₀)); the code: x′₀ + η′·∇̂ + γ(x − x′₀).
+    With ∇ₓ = 0 and no noise one step is the pull alone: η′γ = 0.0125 vs γ = 0.05."""
+    x = torch.full((4, 1, 28, 28), 0.5)
     y = torch.zeros(4, dtype=torch.long)
-    kw = dict(norm="linf", eps=0.1, step=0.01, steps=1, noise=0.0, gamma=0.2,
-              project_last=False, init="code")
     torch.manual_seed(0)
-    x0, x1 = atent_chain(ZeroGrad(), x, y, gamma_linf=True, **kw)
-    assert torch.allclose(x0 - x, 0.1 * torch.sign(x0 - x))          # the code's random corner
-    assert torch.allclose(x1 - x0, 0.2 * (x - x0), atol=1e-7)
-    torch.manual_seed(0)
-    x0, x1 = atent_chain(ZeroGrad(), x, y, gamma_linf=False, **kw)   # the code: γ ignored for ℓ∞
-    assert torch.equal(x1, x0)
+    x0, x1 = atent({"preset": preset, "noise": 0.0, "steps": 1}).sample(ZeroGrad(784), x, y)
+    assert float((x0 - x).abs().max()) > 0.1
+    assert torch.allclose(x1, x0 + weight * (x - x0), atol=1e-6)
 
 
-def test_atent_linf_projects_only_the_last_iterate():
+def test_atent_paper_start_lies_within_the_inv_gamma_ball():
+    """`init: paper`: N(0, I) projected onto the ball of radius 1/γ in the chain's norm —
+    ℓ2 on the sphere (‖N‖ ≈ 28 > r), ℓ∞ clipped to ±r with the small draws inside (unlike
+    the code's corner); then clamped to [0, 1] (here x = 0.5 keeps the clamp idle)."""
+    x = torch.full((16, 1, 28, 28), 0.5)
+    y = torch.zeros(16, dtype=torch.long)
+    torch.manual_seed(1)
+    x0 = atent({"preset": "mnist_l2", "gamma": 2.5, "steps": 1}).sample(ZeroGrad(784), x, y)[0]
+    assert torch.allclose(norms(x0 - x, "l2"), torch.full((16,), 0.4), rtol=1e-5)
+    x0 = atent({"preset": "mnist_linf", "steps": 1}).sample(ZeroGrad(784), x, y)[0]
+    delta = (x0 - x).abs()
+    r = 1 / 3.33
+    assert float(delta.max()) == pytest.approx(r, rel=1e-5)
+    at_r = float((delta > r - 1e-6).float().mean())
+    assert at_r == pytest.approx(2 * (1 - 0.6179), abs=0.01)    # P(|N(0, 1)| > 0.3003)
+    x0 = atent({"preset": "mnist_l2", "steps": 1}).sample(ZeroGrad(784), torch.zeros_like(x), y)[0]
+    assert float(x0.min()) == 0.0 and float(x0.max()) <= 1.0           # clamped to the box
+
+
+def test_atent_inv_gamma_needs_gamma():
+    cls = DEFENSES.get("atent")
+    for preset in ("mnist_linf", "mnist_l2"):
+        with pytest.raises(ConfigError, match="gamma > 0"):
+            build_config(cls.Config, {"preset": preset, "gamma": 0})
+    assert build_config(cls.Config, {"preset": "cifar_linf", "gamma": 0}).radius_value == 0.031
+    assert build_config(cls.Config, {"preset": "mnist_l2", "gamma": 0, "init": "none"}).project == "none"
+
+
+@pytest.mark.parametrize("mode,changes", [(None, True), ("eval", False)])
+def test_atent_samples_in_train_mode_by_default(mode, changes):
+    """The code samples in train(): BatchNorm's running statistics move during the chain."""
     data = Data()
     x, y, _ = data.next_batch()
-    model = nn.Sequential(nn.Flatten(), nn.Linear(D, 10))
-    kw = dict(norm="linf", eps=0.02, step=0.05, steps=4, noise=0.0, gamma=0.0, init="none")
-    it = atent_chain(model, x, y, **kw)
-    dist = [float(norms(z - x, "linf").min()) for z in it[1:]]
-    assert all(dd > 0.04 for dd in dist[:-1])                   # intermediate: outside the ball
-    assert bool(within(it[-1], x, 0.02, "linf").all())          # last: projected (Eq. 14)
-    it = atent_chain(model, x, y, project_every_step=True, **kw)  # MNIST ℓ∞ variant
-    assert all(bool(within(z, x, 0.02, "linf").all()) for z in it[1:])
+    model = mlp(bn=True).train()
+    before = model[2].running_mean.clone()
+    d = atent({"steps": 2} if mode is None else {"steps": 2, "inner_mode": mode})
+    d.sample(model, x, y)
+    assert (not torch.equal(before, model[2].running_mean)) == changes
+    assert model.training
+
+
+def _authors_chain(model, x, y, *, norm, eps, step, steps, ep, gamma, every):
+    """GauriJagatap/StochAT `_langevin_samples` iterated as the notebooks do: the corner
+    (ℓ∞) or projected Gaussian (ℓ2) start of `random_perturbation`, then per step the
+    sign / normalised gradient, + γ(x − x′) for ℓ2, + ep·√(2·step)·N, then `project` and
+    clamp (every step, or at the last) or only clamp."""
+    g = torch.randn_like(x)
+    if norm == "linf":
+        x_adv = x + eps * g.sign()
+    else:
+        n = g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        x_adv = x + torch.where(n > eps, g * eps / n, g)
+    out = [x_adv]
+    for k in range(steps):
+        xk = x_adv.clone().requires_grad_(True)
+        grad = torch.autograd.grad(F.cross_entropy(model(xk), y), xk)[0]
+        if norm == "linf":
+            x_adv = x_adv + step * grad.sign() + ep * math.sqrt(2 * step) * torch.randn_like(x)
+        else:
+            x_adv = x_adv + step * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+            x_adv = x_adv + gamma * (x - xk.detach()) + ep * math.sqrt(2 * step) * torch.randn_like(x)
+        if every or (every is None and k == steps - 1):
+            if norm == "linf":
+                x_adv = torch.max(torch.min(x_adv, x + eps), x - eps)
+            else:
+                n = (x_adv - x).flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+                x_adv = x + torch.where(n > eps, (x_adv - x) * eps / n, x_adv - x)
+        x_adv = x_adv.clamp(0, 1).detach()
+        out.append(x_adv)
+    return out
+
+
+@pytest.mark.parametrize("preset,expect", [
+    ("code_table1", dict(norm="l2", eps=2.0, step=0.125, steps=40, ep=1e-2, gamma=0.05, every=True)),
+    ("code_table2", dict(norm="linf", eps=0.3, step=0.01, steps=80, ep=1e-4, gamma=0.0, every=True)),
+    ("code_table3", dict(norm="linf", eps=0.031, step=0.007, steps=10, ep=1e-3, gamma=0.0, every=None)),
+    ("code_table4", dict(norm="l2", eps=0.435, step=0.02175, steps=10, ep=0.577, gamma=0.05, every=False)),
+])
+def test_atent_code_presets_are_the_authors_chain(preset, expect):
+    """Each code preset holds its notebook's numbers (module docstring) and runs the
+    authors' chain: the same iterates as a transcription of `_langevin_samples`, from the
+    same seed, in the same (train) mode."""
+    shape = (1, 28, 28) if "table1" in preset or "table2" in preset else (3, 32, 32)
+    x, y = batch(shape, n=4)
+    model = linear(shape)
+    d = atent({"preset": preset})
+    assert d.config.inner_mode == "train"
+    torch.manual_seed(3)
+    ours = d.sample(model, x, y)
+    torch.manual_seed(3)
+    ref = _authors_chain(model, x, y, **expect)
+    assert len(ours) == len(ref) == expect["steps"] + 1
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_atent_loss_is_the_exponential_average_over_iterates():
@@ -301,7 +410,7 @@ def test_atent_loss_is_the_exponential_average_over_iterates():
     d = cls(cls.Config(steps=3, alpha=0.9))
     torch.manual_seed(5)
     loss = d.loss(model, x, y, make_ctx(data, i))
-    assert model.modes == [False] * 3 + [True] * 3 and model.training  # paper: eval while sampling
+    assert model.modes == [True] * 6 and model.training          # the code: train while sampling
     torch.manual_seed(5)
     it = d.sample(model, x, y)
     with torch.no_grad():
@@ -310,8 +419,8 @@ def test_atent_loss_is_the_exponential_average_over_iterates():
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
     assert float(ema_loss([torch.tensor(1.0)] * 2, 0.9)) == pytest.approx(0.99)
     model.modes.clear()
-    cls(cls.Config(steps=2, inner_mode="train")).loss(model, x, y, make_ctx(data, i))
-    assert model.modes == [True] * 4
+    cls(cls.Config(steps=2, inner_mode="eval")).loss(model, x, y, make_ctx(data, i))
+    assert model.modes == [False] * 2 + [True] * 2
 
 
 # --------------------------------------------------------------------------- PGD-AT
