@@ -200,8 +200,9 @@ class Runner:
 
     def model_for(self, job: ModelJob, run_id: int, summary: RunSummary):
         if job.model.checkpoint:
+            model = self._external_model(job, run_id)
             summary.loaded.append(job.model.name)
-            return self._external_model(job, run_id)
+            return model
         model = self._cached_model(job)
         if model is not None:
             summary.loaded.append(job.model.name)

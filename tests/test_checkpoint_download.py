@@ -150,7 +150,9 @@ class Bench:
         self.capsys.readouterr()
         rc = main(["run", str(self.suite), "--tag", "pub", "--db", str(self.db), "--data-root",
                    str(self.data_root), "--results-dir", str(self.results), "--no-progress", *extra])
-        return rc, self.capsys.readouterr().err
+        captured = self.capsys.readouterr()
+        self.stdout = captured.out
+        return rc, captured.err
 
     def result(self):
         with Session(db.open_db(self.db)) as s:
@@ -188,9 +190,12 @@ def test_downloaded_verified_loaded_evaluated_recorded_then_cached(server, bench
     sha = publish(server, "smallcnn.pt", predicted_class=3)
     url = f"{server.url}/smallcnn.pt"
     bench_.write(suite_text(url, sha))
+    assert bench_.run("--dry-run")[0] == 0 and server.hits["/smallcnn.pt"] == 0
+    assert f"m_pub                        {url} (to download)" in bench_.stdout
     rc, err = bench_.run()
     assert rc == 0, err
     assert server.hits["/smallcnn.pt"] == 1
+    assert "loaded 1 model(s)" in bench_.stdout
     # the file in the cache, under its URL-derived name, byte-identical, with no temporary left
     assert bench_.cached_files() == [cache_name(url)]
     assert sha256_file(bench_.downloads / cache_name(url)) == sha
@@ -205,6 +210,8 @@ def test_downloaded_verified_loaded_evaluated_recorded_then_cached(server, bench
     assert m.config["checkpoint"] == {"url": url, "sha256": sha}
     assert m.checkpoint_sha256 == sha and Path(m.checkpoint_path) == (bench_.downloads / cache_name(url)).resolve()
     # a second run (forced, so the model is needed again) does not touch the server
+    bench_.run("--dry-run", "--force")
+    assert f"{url} (cached)" in bench_.stdout
     rc, err = bench_.run("--force")
     assert rc == 0, err
     assert server.hits["/smallcnn.pt"] == 1
@@ -292,6 +299,7 @@ def test_http_404_is_one_sentence_and_the_run_goes_on(server, bench_):
     assert rc == 1
     sentence = f"downloading the checkpoint {url} failed: HTTP 404 File not found"
     assert f"model m_pub failed: {sentence}\n" in err and "Traceback" not in err
+    assert "loaded 0 model(s)" in bench_.stdout
     r = bench_.result()
     assert r.status == "failed" and r.error == f"loading the checkpoint failed: {sentence}"
     one_sentence(r.error)
