@@ -546,3 +546,31 @@ def test_runner_loads_an_mma_layout_checkpoint_by_url(tmp_path, data_root):
         r = s.scalars(select(db.ResultRecord)).one()
         assert (db.unpack_outcomes(r.outcomes, r.n) == want).all()
         assert s.scalars(select(db.ModelRecord)).one().defense == "external"
+
+
+def test_trades_smallcnn_checkpoint_as_published_loads(tmp_path):
+    # yaodongyu/TRADES models/small_cnn.py names its layers (OrderedDict): the layout of the
+    # released model_mnist_smallcnn.pt, written from that file, not from our module
+    layout = {"feature_extractor.conv1.weight": (32, 1, 3, 3), "feature_extractor.conv1.bias": (32,),
+              "feature_extractor.conv2.weight": (32, 32, 3, 3), "feature_extractor.conv2.bias": (32,),
+              "feature_extractor.conv3.weight": (64, 32, 3, 3), "feature_extractor.conv3.bias": (64,),
+              "feature_extractor.conv4.weight": (64, 64, 3, 3), "feature_extractor.conv4.bias": (64,),
+              "classifier.fc1.weight": (200, 1024), "classifier.fc1.bias": (200,),
+              "classifier.fc2.weight": (200, 200), "classifier.fc2.bias": (200,),
+              "classifier.fc3.weight": (10, 200), "classifier.fc3.bias": (10,)}
+    state = _numbered(layout)
+    torch.save(state, tmp_path / "model_mnist_smallcnn.pt")
+    plugin = MODELS.get("small_cnn")(MODELS.get("small_cnn").Config())
+    with pytest.raises(CheckpointError, match="missing key"):
+        load_external_checkpoint(build_model("small_cnn", None, MNIST), tmp_path / "model_mnist_smallcnn.pt")
+    dst = build_model("small_cnn", None, MNIST)
+    load_external_checkpoint(dst, tmp_path / "model_mnist_smallcnn.pt", rename=plugin.adapt_state_dict)
+    position = {"conv1": 0, "conv2": 2, "conv3": 5, "conv4": 7, "fc1": 0, "fc2": 3, "fc3": 5}
+    for k, v in state.items():
+        part, layer, what = k.split(".")
+        assert torch.equal(dst.state_dict()[f"{part}.{position[layer]}.{what}"], v), k
+    # and a DataParallel copy (ATENT saves `module.`-prefixed keys) too
+    torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "dp.pt")
+    dst2 = build_model("small_cnn", None, MNIST)
+    load_external_checkpoint(dst2, tmp_path / "dp.pt", rename=plugin.adapt_state_dict)
+    _assert_same_weights(dst, dst2)
