@@ -221,17 +221,30 @@ def _dry_run(runner, cells) -> int:
     state = runner.status(cells)
     pending = [c for c in cells if runner.force or state[c.key] != "done"]
     jobs = group(pending)
-    to_train = []
+    from bench.download import RemoteCheckpoint, cache_name
+    to_train, released = [], []
     with Session(runner.engine) as s:
         for j in jobs:
             rec = s.get(db.ModelRecord, j.key)
-            if j.model.checkpoint is None and (rec is None or not Path(rec.checkpoint_path).exists()):
+            if j.model.checkpoint is not None:
+                released.append(j)
+            elif rec is None or not Path(rec.checkpoint_path).exists():
                 to_train.append(j)
     print(f"would train {len(to_train)} model(s):")
     for j in to_train:
         m = j.model
         print(f"  {m.name:<28} {m.dataset.name}/{m.arch}/{m.defense}, {m.train.epochs} epochs  [{j.key[:12]}]")
-    print(f"would load {len(jobs) - len(to_train)} model(s) from the checkpoint cache")
+    print(f"would load {len(jobs) - len(to_train) - len(released)} model(s) from the checkpoint cache")
+    if released:
+        print(f"would load {len(released)} released checkpoint(s):")
+        for j in released:
+            src = j.model.checkpoint
+            if isinstance(src, RemoteCheckpoint):
+                cached = (runner.ckpt_dir / "downloads" / cache_name(src.url)).exists()
+                where = f"{src.url} ({'cached' if cached else 'to download'})"
+            else:
+                where = str(src)
+            print(f"  {j.model.name:<28} {where}")
     print(f"would evaluate {len(pending)} cell(s) ({len(cells) - len(pending)} already done):")
     for c in pending:
         print(f"  {c.id}  n={c.eval.n or 'all'}" + ("  smoke" if c.smoke else ""))

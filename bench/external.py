@@ -5,7 +5,10 @@ map_location="cpu")` (never unpickling arbitrary objects) and accepts the layout
 released checkpoints of the paper's methods use:
 
 * a raw state dict (TRADES, MART, ATENT: `torch.save(model.state_dict(), …)`), or one
-  nested under `state_dict` (Cohen et al.), `model` (MMA), `model_state_dict` or `net`;
+  nested under `state_dict` (Cohen et al., Rice et al.), `model` (MMA), `model_state_dict`
+  or `net`; in the zip format or the legacy one (PyTorch < 1.6, e.g. MMA's files);
+* parameter names of another implementation of the same network, renamed by the model
+  plugin's `adapt_state_dict` (`rename=`), e.g. MMA's advertorch WideResNet;
 * DataParallel's `module.` in the keys (ATENT, Carmon et al.), dropped;
 * a whole-model prefix that differs from the model's own, e.g. the `1.` of Cohen et al.'s
   `nn.Sequential(NormalizeLayer, net)` against a bare network, or a bare network's keys
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -37,8 +40,12 @@ MAX_LISTED = 10
 
 
 def load_external_checkpoint(model: nn.Module, path: str | os.PathLike, *,
-                             strict: bool = True) -> None:
-    """Load the weights in `path` into `model` in place (see the module docstring)."""
+                             strict: bool = True,
+                             rename: Callable[[dict], dict] | None = None) -> None:
+    """Load the weights in `path` into `model` in place (see the module docstring).
+
+    `rename` (the model plugin's `adapt_state_dict`) maps the file's parameter names to the
+    model's before anything else, e.g. MMA's advertorch WideResNet names to TRADES'."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -50,7 +57,10 @@ def load_external_checkpoint(model: nn.Module, path: str | os.PathLike, *,
                 if "Weights only load failed" in str(e) else "; the file may be truncated or corrupt")
         raise CheckpointError(f"{path} is not a loadable PyTorch checkpoint "
                               f"({type(e).__name__}: {first}){hint}") from None
-    state = _align(_find_state_dict(obj, path), model)
+    state = _find_state_dict(obj, path)
+    if rename is not None:
+        state = rename(state)
+    state = _align(state, model)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

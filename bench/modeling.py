@@ -32,6 +32,11 @@ class ModelPlugin:
     def build(self, info: DatasetInfo) -> nn.Module:
         raise NotImplementedError
 
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A released checkpoint's state dict renamed to this plugin's parameter names (called
+        by `bench.external` before loading; the default keeps it as it is)."""
+        return state
+
 
 class Normalize(nn.Module):
     """(x − mean) / std per channel, as the first layer of a model."""

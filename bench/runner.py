@@ -31,7 +31,7 @@ from bench.precision import Policy, device_name
 from bench.provenance import code_commit, host, library_versions
 from bench import sanity
 from bench.registry import ATTACKS
-from bench.spec import Suite
+from bench.spec import ModelSpec, Suite
 from bench.train import train_model
 
 
@@ -125,14 +125,32 @@ class Runner:
             return None
         return self.policy.prepare(model).eval()
 
+    def _checkpoint_file(self, spec: ModelSpec) -> tuple[Path, str]:
+        """The local file of a model's `checkpoint:` and its sha256: the path as given, or the
+        URL's verified copy in the download cache (fetched once; see bench.download)."""
+        from bench.checkpoints import sha256_file
+        from bench.download import RemoteCheckpoint, fetch_checkpoint
+        src = spec.checkpoint
+        if not isinstance(src, RemoteCheckpoint):
+            path = Path(src).expanduser()
+            if not path.is_file():
+                raise CheckpointError(f"checkpoint {path} does not exist")
+            return path, sha256_file(path)
+        recorded = None
+        if src.sha256 is None:  # the first download's hash, as this model's record keeps it
+            with Session(self.engine) as s:
+                rec = s.get(db.ModelRecord, spec.key)
+                recorded = rec.checkpoint_sha256 if rec is not None and rec.status == "done" else None
+        return fetch_checkpoint(src, self.ckpt_dir / "downloads", offline=self.offline,
+                                recorded_sha256=recorded or None, log=self.out, progress=self.progress)
+
     def _external_model(self, job: ModelJob, run_id: int):
         """A released checkpoint named by the suite (`checkpoint:`), recorded with its sha256."""
-        from bench.checkpoints import sha256_file
         from bench.external import load_external_checkpoint
         model = job.model.build()
-        path = Path(job.model.checkpoint).expanduser()
-        load_external_checkpoint(model, path)
-        self._record_model(job, path, sha256_file(path), run_id)
+        path, sha = self._checkpoint_file(job.model)
+        load_external_checkpoint(model, path, rename=job.model.plugin().adapt_state_dict)
+        self._record_model(job, path, sha, run_id)
         return self.policy.prepare(model).eval()
 
     def _record_model(self, job: ModelJob, path: Path, sha: str, run_id: int,
@@ -153,7 +171,7 @@ class Runner:
         resume = self.ckpt_dir / f"{job.key}.resume.pt"
         init_path = None
         if spec.init_model is not None and spec.init_model.checkpoint:
-            init_path = Path(spec.init_model.checkpoint).expanduser()
+            init_path = self._checkpoint_file(spec.init_model)[0]
         elif spec.init_model is not None:  # fine-tuning: the starting model first (cached or trained)
             self.model_for(ModelJob(spec.init_model, []), run_id, RunSummary(run_id))
             with Session(self.engine) as s:
@@ -174,8 +192,9 @@ class Runner:
 
     def model_for(self, job: ModelJob, run_id: int, summary: RunSummary):
         if job.model.checkpoint:
+            model = self._external_model(job, run_id)
             summary.loaded.append(job.model.name)
-            return self._external_model(job, run_id)
+            return model
         model = self._cached_model(job)
         if model is not None:
             summary.loaded.append(job.model.name)
@@ -237,8 +256,9 @@ class Runner:
                 except (Exception, torch.cuda.OutOfMemoryError) as e:  # the job fails, the run goes on
                     msg = _one_line(e)
                     self.out(f"model {job.model.name} failed: {msg}")
+                    stage = "loading the checkpoint" if job.model.checkpoint else "training"
                     for c in job.cells:
-                        self._record(CellOutcome(c, error=f"training failed: {msg}"), run_id, job.key)
+                        self._record(CellOutcome(c, error=f"{stage} failed: {msg}"), run_id, job.key)
                         summary.failed.append((c, msg))
                     continue
                 net = self.policy.wrap(model)

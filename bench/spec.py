@@ -22,6 +22,12 @@ Top-level keys:
                       reported, reported_by}}   (bench.tablespec)
 
 `base: OTHER` in a model or attack inherits OTHER's entry, deep-merged under this one.
+
+A model's `checkpoint:` evaluates released weights instead of training: a local PATH, or
+`{url: http(s)://… or file://…, sha256: 64 hex}` downloaded once into the checkpoint cache
+and verified (`bench.download`; without sha256 the first download's hash is recorded and
+later different files are refused). Such a model needs no `defense:`: it is recorded as
+defense "external". `arch` stays required (the weights load into a known network).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError, build_config, config_dict
+from bench.download import SHA256_RE, RemoteCheckpoint, url_problem
 from bench.eps import Eps, parse_eps
 from bench.errors import PluginError, SuiteError
 from bench.precision import COMPILE_MODES
@@ -53,6 +60,9 @@ ATTACK_KEYS = {"plugin", "config", "label", "base", "description"}
 ENTRY_KEYS = {"name", "tags", "models", "attacks", "eps", "eval", "smoke", "seed", "include",
               "exclude", "description"}
 MATCH_KEYS = {"model", "attack", "eps"}
+CHECKPOINT_KEYS = {"url", "sha256"}
+WHOLE_VALUES = {"checkpoint"}   # `base:` replaces these whole (no sha256 inherited for another url)
+EXTERNAL_DEFENSE = "external"   # the defense of a model that only evaluates a released checkpoint
 
 
 @dataclass
@@ -76,7 +86,7 @@ class ModelSpec:
     train: TrainConfig
     seed: int
     label: str
-    checkpoint: str | None
+    checkpoint: str | RemoteCheckpoint | None   # local path, or URL (+ sha256) to download
     precision: str
     early_stopping_attack: "AttackSpec | None" = None
     init_model: "ModelSpec | None" = None     # train.init_from: "model:NAME"
@@ -96,11 +106,13 @@ class ModelSpec:
             "arch": self.arch, "arch_version": getattr(arch_cls, "version", "1"),
             "arch_config": config_dict(self.arch_config),
             "defense": self.defense,
-            "defense_version": getattr(DEFENSES.get(self.defense), "version", "1"),
+            "defense_version": ("1" if self.defense == EXTERNAL_DEFENSE
+                                else getattr(DEFENSES.get(self.defense), "version", "1")),
             "defense_config": config_dict(self.defense_config),
             "train": train, "train_loop_version": TRAIN_LOOP_VERSION,
             "seed": self.seed, "precision": self.precision,
-            "checkpoint": self.checkpoint,
+            "checkpoint": (self.checkpoint.resolved() if isinstance(self.checkpoint, RemoteCheckpoint)
+                           else self.checkpoint),
         }
 
     @property
@@ -112,6 +124,12 @@ class ModelSpec:
         from bench.modeling import build_model
         return build_model(self.arch, config_dict(self.arch_config),
                            DATASETS.get(self.dataset.plugin).info)
+
+    def plugin(self):
+        """The model plugin instance (its `adapt_state_dict` renames released checkpoints)."""
+        from bench.modeling import split_arch
+        from bench.registry import MODELS
+        return MODELS.get(split_arch(self.arch)[0])(self.arch_config)
 
 
 @dataclass
@@ -279,7 +297,7 @@ def _merge(base: dict, over: dict) -> LineDict:
     for k, v in over.items():
         if k == "base":
             continue
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in WHOLE_VALUES:
             out[k] = _merge(out[k], v)
         else:
             out[k] = v
@@ -309,6 +327,38 @@ def _resolve_bases(ctx: _Ctx, section: LineDict, what: str) -> dict[str, LineDic
     for name in section:
         resolve(name, [name])
     return out
+
+
+def _checkpoint(ctx: _Ctx, node: LineDict, where: str) -> str | RemoteCheckpoint | None:
+    """A model's `checkpoint:`: a path, or {url, sha256?} (validated here, fetched by the runner)."""
+    raw = node.get("checkpoint")
+    at = f"{where}.checkpoint"
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        if not raw.strip():
+            ctx.err(node, "checkpoint", "must be a path or {url, sha256}, got an empty string", at)
+        return raw
+    if not isinstance(raw, dict):
+        ctx.err(node, "checkpoint", f"must be a path or a mapping {{url, sha256}}, got {raw!r}", at)
+    ctx.check_keys(raw, CHECKPOINT_KEYS, at)
+    if "url" not in raw:
+        ctx.err(node, "checkpoint", "needs a 'url' (and, to pin the file, its 'sha256')", at)
+    url = raw["url"]
+    if not isinstance(url, str):
+        ctx.err(raw, "url", f"must be a URL string, got {url!r}", f"{at}.url")
+    problem = url_problem(url)
+    if problem:
+        ctx.err(raw, "url", problem, f"{at}.url")
+    sha = raw.get("sha256")
+    if sha is not None:
+        if not isinstance(sha, str):
+            ctx.err(raw, "sha256", f"must be 64 hexadecimal characters in quotes, got {sha!r}", f"{at}.sha256")
+        sha = sha.strip().lower()
+        if not SHA256_RE.match(sha):
+            ctx.err(raw, "sha256", f"must be 64 hexadecimal characters, got {raw['sha256']!r} "
+                    f"({len(raw['sha256'].strip())} characters)", f"{at}.sha256")
+    return RemoteCheckpoint(url, sha)
 
 
 def load_suite(path: str | Path, text: str | None = None) -> Suite:
@@ -370,9 +420,12 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
     for name, node in _resolve_bases(ctx, m_node, "models").items():
         where = f"models.{name}"
         ctx.check_keys(node, MODEL_KEYS, where)
-        for req in ("dataset", "arch", "defense"):
+        for req in ("dataset", "arch"):
             if req not in node:
                 ctx.err(node, None, f"needs a '{req}'", where)
+        ckpt = _checkpoint(ctx, node, where)
+        if "defense" not in node and ckpt is None:
+            ctx.err(node, None, "needs a 'defense' (or a 'checkpoint' to evaluate released weights)", where)
         ds = ctx.ref(node, "dataset", node["dataset"], datasets, "dataset", f"{where}.dataset")
         from bench.modeling import model_config
         arch = node["arch"]
@@ -384,9 +437,19 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
             ctx.err(node, "arch", str(e), f"{where}.arch")
         except ConfigError as e:
             ctx.err(node, "arch_config", e.message, f"{where}.arch_config.{e.path}")
-        dcls = ctx.plugin(DEFENSES, node["defense"], node, "defense", f"{where}.defense")
-        dcfg = ctx.config(dcls.Config, node.get("defense_config"), node, "defense_config",
-                          f"{where}.defense_config")
+        defense = node.get("defense", EXTERNAL_DEFENSE)
+        if defense == EXTERNAL_DEFENSE:
+            if ckpt is None:
+                ctx.err(node, "defense", f"'{EXTERNAL_DEFENSE}' is the defense of a released checkpoint: "
+                        "it needs a 'checkpoint'", f"{where}.defense")
+            if node.get("defense_config") is not None:
+                ctx.err(node, "defense_config", "a released checkpoint has no defense to configure",
+                        f"{where}.defense_config")
+            dcfg = None
+        else:
+            dcls = ctx.plugin(DEFENSES, defense, node, "defense", f"{where}.defense")
+            dcfg = ctx.config(dcls.Config, node.get("defense_config"), node, "defense_config",
+                              f"{where}.defense_config")
         train_raw = _merge(d_train, ctx.mapping(node.get("train"), f"{where}.train", node, "train"))
         tcfg = ctx.config(TrainConfig, train_raw, node, "train", f"{where}.train")
         es_attack = None
@@ -399,10 +462,9 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
             es_eps = tcfg.early_stopping.eps
             for e in es_eps if isinstance(es_eps, list) else [es_eps]:
                 ctx.eps(node, "train", e, f"{where}.train.early_stopping.eps")
-        ckpt = ctx.typed(node, "checkpoint", str, where)
         models[name] = ModelSpec(
             name=name, dataset=datasets[ds], arch=arch, arch_config=arch_cfg,
-            defense=node["defense"], defense_config=dcfg, train=tcfg,
+            defense=defense, defense_config=dcfg, train=tcfg,
             seed=ctx.typed(node, "seed", int, where, seed),
             label=ctx.typed(node, "label", str, where, name), checkpoint=ckpt,
             precision=precision, early_stopping_attack=es_attack)

@@ -111,7 +111,7 @@ def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
     init = init_path or (Path(cfg.init_from).expanduser() if cfg.init_from else None)
     if init is not None:
         from bench.external import load_external_checkpoint
-        load_external_checkpoint(model, init)
+        load_external_checkpoint(model, init, rename=spec.plugin().adapt_state_dict)
     defense: Defense = DEFENSES.get(spec.defense)(copy.deepcopy(spec.defense_config),
                                                   num_classes=info.num_classes,
                                                   dataset_size=len(train))

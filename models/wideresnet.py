@@ -26,7 +26,8 @@ network also runs on 28×28 MNIST.
 `nn.Sequential(PerImageStandardize(), WideResNet(28, 10, 4))`, hence
 `input_standardization: true` and no `sub_block1` by default there. advertorch names its
 groups `convgroupN` and the shortcut `conv_shortcut`; `mma_to_trades_keys` renames an MMA
-state dict to these names.
+state dict to these names, and the plugins apply it to every released checkpoint they load
+(`adapt_state_dict`), so MMA's `trained_models/*/model_best.pt` load as published.
 
 Preprocessing (Normalize or per-image standardisation), when on, is module `0` of an
 `nn.Sequential` and the network module `1`, as Cohen et al. and MMA wrap theirs.
@@ -161,8 +162,15 @@ def build_wrn(depth: int, widen_factor: int, opts: WRNOptions, info) -> nn.Modul
     return net
 
 
+class _WRNPlugin(ModelPlugin):
+    def adapt_state_dict(self, state):
+        """MMA's released WRNs (advertorch names) load as they are: `mma_to_trades_keys`
+        (a no-op on TRADES / MART / Rice names, which never contain these words)."""
+        return mma_to_trades_keys(state)
+
+
 @register_model("wrn")
-class WRN(ModelPlugin):
+class WRN(_WRNPlugin):
     """TRADES' WideResNet-depth-widen_factor (yaodongyu/TRADES models/wideresnet.py)."""
 
     @dataclass
@@ -183,7 +191,7 @@ class WRN(ModelPlugin):
 
 
 @register_model("wrn34_10")
-class WRN34_10(ModelPlugin):
+class WRN34_10(_WRNPlugin):
     """WRN-34-10 of TRADES, MART and ATENT (with `sub_block1`, no normalisation)."""
 
     Config = WRNOptions
@@ -193,7 +201,7 @@ class WRN34_10(ModelPlugin):
 
 
 @register_model("wrn28_4")
-class WRN28_4(ModelPlugin):
+class WRN28_4(_WRNPlugin):
     """MMA's WRN-28-4 (BorealisAI/mma_training train.py get_model), per-image standardised."""
 
     @dataclass

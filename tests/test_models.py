@@ -435,3 +435,142 @@ def test_timm_errors():
         build_model("timm", None, CIFAR)
     with pytest.raises(ConfigError, match="pretrained"):
         build_model("timm:resnet18", {"kwargs": {"pretrained": True}}, CIFAR)
+
+
+# ----------------------------------------------------------------------------- MMA's released files
+
+def _advertorch_wrn28_4_keys() -> dict[str, tuple]:
+    """The state dict layout of MMA's CIFAR-10 model, written from advertorch_examples/models.py
+    (`nn.Sequential(PerImageStandardize(), WideResNet(28, 10, 4))`, groups `convgroupN`, the
+    shortcut `conv_shortcut`), not derived from our own module names."""
+    def bn(prefix, c):
+        return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
+                f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()}
+    keys = {"1.conv1.weight": (16, 3, 3, 3)}
+    widths = [16, 64, 128, 256]
+    for g in (1, 2, 3):
+        for i in range(4):
+            cin, cout = (widths[g - 1] if i == 0 else widths[g]), widths[g]
+            p = f"1.convgroup{g}.layer.{i}"
+            keys.update(bn(f"{p}.bn1", cin))
+            keys[f"{p}.conv1.weight"] = (cout, cin, 3, 3)
+            keys.update(bn(f"{p}.bn2", cout))
+            keys[f"{p}.conv2.weight"] = (cout, cout, 3, 3)
+            if cin != cout:
+                keys[f"{p}.conv_shortcut.weight"] = (cout, cin, 1, 1)
+    keys.update(bn("1.bn1", 256))
+    keys.update({"1.fc.weight": (10, 256), "1.fc.bias": (10,)})
+    return keys
+
+
+def _numbered(layout: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """Each tensor filled with its own index, so a misplaced tensor is seen."""
+    out = {}
+    for i, (k, shape) in enumerate(layout.items()):
+        dtype = torch.long if k.endswith("num_batches_tracked") else torch.float32
+        out[k] = torch.full(shape, i + 1, dtype=dtype)
+    return out
+
+
+def test_mma_cifar_checkpoint_as_published_loads_into_wrn28_4(tmp_path):
+    # MMA's trained_models/cifar10-*/model_best.pt: {'epoch', 'model': advertorch state dict},
+    # saved by PyTorch 1.0 (the legacy, non-zip format); the plugin renames, the loader loads
+    state = _numbered(_advertorch_wrn28_4_keys())
+    path = tmp_path / "model_best.pt"
+    torch.save({"epoch": 41, "model": state}, path, _use_new_zipfile_serialization=False)
+    plugin = MODELS.get("wrn28_4")(MODELS.get("wrn28_4").Config())
+    dst = build_model("wrn28_4", None, CIFAR)
+    assert len(dst.state_dict()) == len(state)
+    with pytest.raises(CheckpointError, match="missing key"):   # without the plugin's renaming
+        load_external_checkpoint(build_model("wrn28_4", None, CIFAR), path)
+    load_external_checkpoint(dst, path, rename=plugin.adapt_state_dict)
+    got = dst.state_dict()
+    for k, v in state.items():
+        ours = k.replace("convgroup", "block").replace("conv_shortcut", "convShortcut")
+        assert torch.equal(got[ours], v), k
+
+
+def test_mma_mnist_checkpoint_as_published_loads_into_lenet5_madry(tmp_path):
+    # MMA's trained_models/mnist-*/model_best.pt: advertorch_examples LeNet5Madry
+    layout = {"conv1.weight": (32, 1, 5, 5), "conv1.bias": (32,), "conv2.weight": (64, 32, 5, 5),
+              "conv2.bias": (64,), "linear1.weight": (1024, 3136), "linear1.bias": (1024,),
+              "linear2.weight": (10, 1024), "linear2.bias": (10,)}
+    state = _numbered(layout)
+    path = tmp_path / "model_best.pt"
+    torch.save({"epoch": 99, "model": state}, path, _use_new_zipfile_serialization=False)
+    dst = build_model("lenet5_madry", None, MNIST)
+    load_external_checkpoint(dst, path, rename=MODELS.get("lenet5_madry")().adapt_state_dict)
+    assert {k: v.shape for k, v in dst.state_dict().items()} == {k: torch.Size(s) for k, s in layout.items()}
+    for k, v in state.items():
+        assert torch.equal(dst.state_dict()[k], v), k
+
+
+def test_runner_loads_an_mma_layout_checkpoint_by_url(tmp_path, data_root):
+    # end to end: `checkpoint: {url: file://…}` of an MMA-layout file, arch wrn28_4, no defense
+    from bench import db
+    from bench.plan import expand
+    from bench.runner import Runner
+    from bench.spec import load_suite
+    if not (data_root / "cifar10-test.npz").exists():
+        pytest.skip("no CIFAR-10 copy")
+    torch.manual_seed(3)
+    src = build_model("wrn28_4", None, CIFAR)
+    for m in src.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    mma = {k.replace(".block", ".convgroup").replace("convShortcut", "conv_shortcut"): v
+           for k, v in src.state_dict().items()}
+    path = tmp_path / "model_best.pt"
+    torch.save({"epoch": 1, "model": mma}, path, _use_new_zipfile_serialization=False)
+    suite_path = tmp_path / "s.yaml"
+    suite_path.write_text(
+        "version: 1\nattacks:\n  clean: {plugin: clean}\nmodels:\n  mma:\n    dataset: cifar10\n"
+        f"    arch: wrn28_4\n    checkpoint: {{url: '{path.as_uri()}'}}\n"
+        "matrix:\n  - {name: e, models: [mma], attacks: [clean], eval: {n: 8, batch_size: 8}}\n")
+    suite = load_suite(suite_path)
+    engine = db.open_db(tmp_path / "r.sqlite")
+    runner = Runner(suite, engine, data_root=data_root, device="cpu", results_dir=tmp_path / "res",
+                    progress=False, out=lambda s: None)
+    summary = runner.run(expand(suite))
+    assert summary.exit_status == 0 and summary.loaded == ["mma"], summary.failed
+    # the recorded outcomes are those of the source network on the same 8 images
+    from bench.data import load_split
+    x, y = load_split("cifar10", "test", data_root, offline=True)
+    xb = torch.from_numpy(x[:8]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        want = (src.eval()(xb).argmax(1).numpy() == y[:8])
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+    with Session(engine) as s:
+        r = s.scalars(select(db.ResultRecord)).one()
+        assert (db.unpack_outcomes(r.outcomes, r.n) == want).all()
+        assert s.scalars(select(db.ModelRecord)).one().defense == "external"
+
+
+def test_trades_smallcnn_checkpoint_as_published_loads(tmp_path):
+    # yaodongyu/TRADES models/small_cnn.py names its layers (OrderedDict): the layout of the
+    # released model_mnist_smallcnn.pt, written from that file, not from our module
+    layout = {"feature_extractor.conv1.weight": (32, 1, 3, 3), "feature_extractor.conv1.bias": (32,),
+              "feature_extractor.conv2.weight": (32, 32, 3, 3), "feature_extractor.conv2.bias": (32,),
+              "feature_extractor.conv3.weight": (64, 32, 3, 3), "feature_extractor.conv3.bias": (64,),
+              "feature_extractor.conv4.weight": (64, 64, 3, 3), "feature_extractor.conv4.bias": (64,),
+              "classifier.fc1.weight": (200, 1024), "classifier.fc1.bias": (200,),
+              "classifier.fc2.weight": (200, 200), "classifier.fc2.bias": (200,),
+              "classifier.fc3.weight": (10, 200), "classifier.fc3.bias": (10,)}
+    state = _numbered(layout)
+    torch.save(state, tmp_path / "model_mnist_smallcnn.pt")
+    plugin = MODELS.get("small_cnn")(MODELS.get("small_cnn").Config())
+    with pytest.raises(CheckpointError, match="missing key"):
+        load_external_checkpoint(build_model("small_cnn", None, MNIST), tmp_path / "model_mnist_smallcnn.pt")
+    dst = build_model("small_cnn", None, MNIST)
+    load_external_checkpoint(dst, tmp_path / "model_mnist_smallcnn.pt", rename=plugin.adapt_state_dict)
+    position = {"conv1": 0, "conv2": 2, "conv3": 5, "conv4": 7, "fc1": 0, "fc2": 3, "fc3": 5}
+    for k, v in state.items():
+        part, layer, what = k.split(".")
+        assert torch.equal(dst.state_dict()[f"{part}.{position[layer]}.{what}"], v), k
+    # and a DataParallel copy (ATENT saves `module.`-prefixed keys) too
+    torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "dp.pt")
+    dst2 = build_model("small_cnn", None, MNIST)
+    load_external_checkpoint(dst2, tmp_path / "dp.pt", rename=plugin.adapt_state_dict)
+    _assert_same_weights(dst, dst2)
