@@ -199,7 +199,16 @@ def _existing_db(target):
     """The results database if there is one (None for a SQLite file not created yet)."""
     from bench import db
     t = str(db.DEFAULT_DB if target is None else target)
-    if "://" not in t and not Path(t).expanduser().exists():
+    path: str | None = t
+    if "://" in t:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+        try:
+            url = make_url(t)
+            path = url.database if url.get_backend_name() == "sqlite" else None
+        except ArgumentError:
+            path = None                      # open_db says what is wrong with it
+    if path and path != ":memory:" and not Path(path).expanduser().exists():
         return None
     return db.open_db(t, create=False)
 
