@@ -539,8 +539,12 @@ def line_plot(title: str, series: Sequence[tuple[str, Sequence[tuple[float, floa
     xs = [x for _, p in clean for x, _ in p]
     ys = [y for _, p in clean for _, y in p]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    # one or two points are drawn as points: a line through them would suggest a curve
+    points_only = max(len(p) for _, p in clean) <= 2
     if x1 == x0:
         x0, x1 = x0 - 0.5, x1 + 0.5
+    elif points_only:                      # keep the points off the frame
+        x0, x1 = x0 - 0.15 * (x1 - x0), x1 + 0.15 * (x1 - x0)
     if y1 == y0:
         y0, y1 = y0 - (abs(y0) * 0.1 or 0.5), y1 + (abs(y1) * 0.1 or 0.5)
     pad = (y1 - y0) * 0.05
@@ -553,8 +557,6 @@ def line_plot(title: str, series: Sequence[tuple[str, Sequence[tuple[float, floa
     def py(y):
         return bottom - (y - y0) / (y1 - y0) * (bottom - top)
 
-    # one or two points are drawn as points: a line through them would suggest a curve
-    points_only = max(len(p) for _, p in clean) <= 2
     out_series = []
     for i, (name, p) in enumerate(clean):
         pts = [(round(px(x), 2), round(py(y), 2)) for x, y in p]
