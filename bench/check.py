@@ -551,6 +551,9 @@ def summary(verdicts: Sequence[Verdict | PaperVerdict]) -> str:
     failing = sum(1 for v in verdicts if v.failing)
     parts = ", ".join(f"{k} {counts[k]}" for k in sorted(counts))
     status = "FAIL" if failing else "OK"
+    if not failing and verdicts and isinstance(verdicts[0], PaperVerdict) \
+            and not measured_count(verdicts):
+        status = "NOTHING MEASURED"              # not OK: a gate that compared nothing
     return f"{status}: {len(verdicts)} cell(s): {parts or 'nothing to check'}"
 
 

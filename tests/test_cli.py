@@ -293,7 +293,8 @@ def _paper_db(path, measured: bool):
 def test_check_paper_with_nothing_measured_fails_unless_allowed(tmp_path):
     _paper_db(tmp_path / "e.sqlite", measured=False)
     rc, out, err = run_cli(["check", "--paper", "--db", str(tmp_path / "e.sqlite")])
-    assert rc == 2 and "nothing measured" in err and "OK" not in err
+    assert rc == 2 and "nothing measured" in err and "OK" not in out + err
+    assert "NOTHING MEASURED: 1 cell(s): not_run 1" in out
     assert "legend: (blank) reproduced · v below · ^ above · . not run · ! failed" in out
     rc, out, err = run_cli(["check", "--paper", "--allow-empty", "--db", str(tmp_path / "e.sqlite")])
     assert rc == 0 and "allowed by --allow-empty" in err
