@@ -608,11 +608,30 @@ def summary(verdicts: Sequence[Verdict | PaperVerdict]) -> str:
     failing = sum(1 for v in verdicts if v.failing)
     parts = ", ".join(f"{k} {counts[k]}" for k in sorted(counts))
     status = "FAIL" if failing else "OK"
+    if not failing and verdicts and isinstance(verdicts[0], PaperVerdict) \
+            and not measured_count(verdicts):
+        status = "NOTHING MEASURED"              # not OK: a gate that compared nothing
     return f"{status}: {len(verdicts)} cell(s): {parts or 'nothing to check'}"
 
 
+_PAPER_MARKS = (REPRODUCED, BELOW, ABOVE, NOT_RUN, FAILED)
+_BASELINE_MARKS = (WORSE, BETTER, UNCHANGED, CHANGED_NS, NEW, MISSING, NOT_COMPARABLE, FAILED)
+
+
+def legend(verdicts: Sequence[Verdict | PaperVerdict]) -> str:
+    """One line explaining the symbols of the table's first column."""
+    kinds = _PAPER_MARKS if verdicts and isinstance(verdicts[0], PaperVerdict) else _BASELINE_MARKS
+    marks = [f"{'(blank)' if _MARK[k] == ' ' else _MARK[k]} {k.replace('_', ' ')}" for k in kinds]
+    return "legend: " + " · ".join(marks)
+
+
+def measured_count(verdicts: Sequence[PaperVerdict]) -> int:
+    """How many paper cells have a measured value (a gate that measured none proves nothing)."""
+    return sum(1 for v in verdicts if v.measured is not None)
+
+
 def format_table(verdicts: Sequence[Verdict | PaperVerdict], *, width: int = 160) -> str:
-    """A plain-text table for the terminal, then one summary line."""
+    """A plain-text table for the terminal, a legend of its first column, a summary line."""
     head, rows = _rows(verdicts)
     if not rows:
         return summary(verdicts)
@@ -626,7 +645,7 @@ def format_table(verdicts: Sequence[Verdict | PaperVerdict], *, width: int = 160
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
-    return "\n".join(out + ["", summary(verdicts)])
+    return "\n".join(out + ["", legend(verdicts), summary(verdicts)])
 
 
 def write_junit(verdicts: Sequence[Verdict | PaperVerdict], path: str | Path, *,

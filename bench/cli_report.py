@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.engine import Engine
 
-from bench.db import DEFAULT_DB, SchemaError, open_db
+from bench.db import DEFAULT_DB, open_db
 from bench.errors import BenchError
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -25,7 +24,7 @@ REPORT_EPILOG = """\
 examples:
   python -m bench report --out site/
   python -m bench report --out site/ --export csv,json,md,tex
-  python -m bench report --out /tmp/lb --db sqlite:///results/bench.sqlite
+  python -m bench report --out lb --db sqlite:///results/bench.sqlite
   python -m bench report --out site/ --no-baselines
 
 The committed baselines in results/baselines/ (the leaderboard's measured cells, with their
@@ -33,13 +32,14 @@ provenance) are added to what the database holds; on a fresh clone, with no data
 tables come from suite.yaml and the baselines alone fill them.
 
 Open site/index.html in a browser; the site has no external dependency and works from disk.
+`bench run` renders it too, at the end of every run (into results/site by default).
 With --export the tables are also written to site/export/<table>.{csv,json,md,tex} and linked
-from each table page."""
+from each table page; the smoke results go beside them as smoke-<dataset>.<fmt>, marked smoke."""
 
 BASELINE_EPILOG = """\
 examples:
   python -m bench baseline save main
-  python -m bench baseline save mnist-ci --tag ci --filter 'mnist/*'
+  python -m bench baseline save smoke --tag smoke --filter 'mnist_smoke/*'
   python -m bench baseline save nightly --dir results/baselines --db results/bench.sqlite
 
 The file (default results/baselines/NAME.json) holds, per cell, the resolved config, n,
@@ -53,44 +53,47 @@ examples:
       --junit reports/check.xml --markdown reports/check.md
   python -m bench check --paper
   python -m bench check --paper --table table1 --table table2 --tolerance 1.5
+  python -m bench check --paper --table table2 --allow-empty
 
 --baseline: a cell is "worse" only if it dropped by at least --threshold percentage points
 AND the drop is significant at --alpha (exact McNemar test on the per-sample outcomes; a
 two-proportion z-test when they are missing). Cells whose config, plugin version, precision,
 number of examples or smoke mode differ are "not_comparable" and never fail the check.
---paper: each table cell against the paper's value, within the table's tolerance.
+--paper: each table cell against the paper's value, within the table's tolerance. The first
+column of the output marks each verdict (a legend line explains the symbols).
 
 exit status: 0 nothing regressed, 1 something did (worse or failed; with --paper also below
-or above the tolerance), 2 bad input (unreadable baseline, unknown table, no database)."""
+or above the tolerance), 2 bad input (unreadable baseline, unknown table, no database) or,
+with --paper, nothing measured at all (unless --allow-empty)."""
 
 
 # ============================================================================ helpers
 
 def open_results(db: str | Path | None) -> Engine:
     """Open an existing results database; a missing one is a BenchError, not a new file."""
-    target = str(db if db is not None else DEFAULT_DB)
-    hint = "run `python -m bench run suite.yaml` first, or pass --db"
-    if "://" in target:
-        try:
-            url = make_url(target)
-        except ArgumentError:
-            raise BenchError(f"--db {target!r} is not a database URL or a path") from None
-        path = url.database if url.get_backend_name() == "sqlite" else None
-        if path and path != ":memory:" and not Path(path).expanduser().exists():
-            raise BenchError(f"no results database at {path}: {hint}")
-    elif not Path(target).expanduser().is_file():
-        raise BenchError(f"no results database at {target}: {hint}")
-    try:
-        return open_db(target, create=False)
-    except SchemaError as e:
-        raise BenchError(f"{e}; {hint}") from None
-    except SQLAlchemyError as e:
-        raise BenchError(f"cannot open results database {target}: "
-                         f"{str(e).splitlines()[0]}") from None
+    return open_db(db, create=False)
+
+
+def _output_dir(path: Path, flag: str) -> None:
+    """A folder to write into: refuse a file in its place (or in place of a parent)."""
+    for up in (path, *path.parents):
+        if up.exists():
+            if not up.is_dir():
+                raise BenchError(f"{flag} {path} cannot be a folder: {up} is a file")
+            return
+
+
+def _output_file(path: str | Path, flag: str) -> Path:
+    """A file to write: refuse a directory in its place or a file in place of its folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise BenchError(f"{flag} {path} is a directory; give a file name")
+    _output_dir(path.parent, flag)
+    return path
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", default=str(DEFAULT_DB), metavar="URL",
+    p.add_argument("--db", default=None, metavar="URL",
                    help=f"results database: a SQLite path or a SQLAlchemy URL "
                         f"(default: {DEFAULT_DB})")
 
@@ -120,28 +123,29 @@ def _report_sources(args: argparse.Namespace) -> tuple[Engine, list[dict], str]:
         baselines = []
     else:
         baselines = committed_baselines(args.baselines_dir)
-    target = Path(str(args.db)).expanduser()
-    if "://" not in str(args.db) and not target.exists():
+    db_arg = str(DEFAULT_DB if args.db is None else args.db)
+    target = Path(db_arg).expanduser()
+    # Only the default database may be absent (a fresh clone); a named one must exist.
+    if args.db is None and not target.exists():
         suite = Path(args.suite)
         if not suite.is_file():
-            raise BenchError(f"no results database at {args.db} and no suite file {suite} to take "
+            raise BenchError(f"no results database at {db_arg} and no suite file {suite} to take "
                              f"the tables from: run `python -m bench run suite.yaml` first, or "
                              f"pass --db or --suite")
         from bench.runner import record_tables
         from bench.spec import load_suite
         engine = open_db("sqlite://")
         record_tables(engine, load_suite(suite))
-        return engine, baselines, f"the tables of {suite} (no database at {args.db})"
-    return open_results(args.db), baselines, str(args.db)
+        return engine, baselines, f"the tables of {suite} (no database at {db_arg})"
+    return open_results(db_arg), baselines, db_arg
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.export import export_tables
     from bench.report import EXPORT_DIRNAME, render_site
     fmts = _formats(args.export)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise BenchError(f"--out {out} exists and is not a directory")
+    out = Path(args.out).expanduser()
+    _output_dir(out, "--out")
     engine, baselines, what = _report_sources(args)
     written = export_tables(engine, out / EXPORT_DIRNAME, fmts, baselines) if fmts else []
     index = render_site(engine, out, baselines)
@@ -154,9 +158,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_baseline_save(args: argparse.Namespace) -> int:
     from bench.check import save_baseline
+    _output_dir(Path(args.dir).expanduser(), "--dir")
     engine = open_results(args.db)
     path = save_baseline(engine, args.name, tags=args.tag or None, filters=args.filter or None,
-                         out_dir=Path(args.dir))
+                         out_dir=Path(args.dir).expanduser())
     n = json.loads(path.read_text(encoding="utf-8"))["n_cells"]
     print(f"saved baseline {args.name!r}: {n} cell(s) in {path}")
     return 0
@@ -172,9 +177,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         verdicts = check.check_paper(engine, tables=args.table or None, tolerance=args.tolerance)
         title = "bench check --paper"
     else:
-        if args.table or args.tolerance is not None:
-            raise BenchError("--table and --tolerance apply to --paper, not --baseline "
-                             "(use --threshold / --alpha)")
+        if args.table or args.tolerance is not None or args.allow_empty:
+            raise BenchError("--table, --tolerance and --allow-empty apply to --paper, not "
+                             "--baseline (use --threshold / --alpha)")
         threshold = 1.0 if args.threshold is None else args.threshold
         alpha = 0.05 if args.alpha is None else args.alpha
         if threshold < 0 or not 0 < alpha < 1:
@@ -186,11 +191,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         title = f"bench check against baseline {baseline.get('name', args.baseline)}"
     print(check.format_table(verdicts))
     if args.junit:
-        check.write_junit(verdicts, args.junit,
+        check.write_junit(verdicts, _output_file(args.junit, "--junit"),
                           suite="bench.check.paper" if args.paper else "bench.check")
     if args.markdown:
-        check.write_markdown(verdicts, args.markdown, title=title)
-    return check.exit_status(verdicts)
+        check.write_markdown(verdicts, _output_file(args.markdown, "--markdown"), title=title)
+    status = check.exit_status(verdicts)
+    if args.paper and status == 0 and not check.measured_count(verdicts):
+        if args.allow_empty:
+            print("nothing measured (allowed by --allow-empty)", file=sys.stderr)
+            return 0
+        print(f"nothing measured: none of the {len(verdicts)} paper cell(s) checked has a "
+              f"result, so nothing was compared; run the tables first (`python -m bench run "
+              f"suite.yaml --tag TABLE`), or pass --allow-empty", file=sys.stderr)
+        return 2
+    return status
 
 
 # ============================================================================ registration
@@ -254,6 +268,9 @@ def add_subcommands(subparsers) -> None:
                    help="with --paper: only this table (repeatable)")
     c.add_argument("--tolerance", type=float, default=None, metavar="PP",
                    help="with --paper: override every table's tolerance (percentage points)")
+    c.add_argument("--allow-empty", action="store_true",
+                   help="with --paper: exit 0 when no paper cell has a result yet (default: "
+                        "exit 2, a check that measured nothing must not pass)")
     c.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one testcase per cell)")
     c.add_argument("--markdown", metavar="FILE", help="also write a Markdown table")
     _add_db(c)
@@ -267,13 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one of these subcommands; BenchError → one line on stderr and its exit status."""
+    """Run one of these subcommands; errors as `bench.cli.main` reports them."""
+    from bench.cli import run_command
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except BenchError as e:
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)
-        return getattr(e, "exit_status", 2)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

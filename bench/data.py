@@ -5,7 +5,8 @@ variable, else `$XDG_CACHE_HOME/bench/data` (`~/.cache/bench/data`). Two layouts
 read: the project's `.npz` files (`x` uint8 N×H×W×C, `y`; CIFAR-10 train may come in
 parts) and torchvision's own layout, so an existing torchvision download works as is.
 Every split is verified against the sha256 of its pixel and label arrays, whatever
-its layout; a dataset missing from the root is fetched (`bench.fetch`) unless offline.
+its layout. This module reads and verifies and never downloads: obtaining a missing
+dataset is `bench.fetch` (which imports this module, never the other way round).
 
 On the device, images stay uint8 (N×C×H×W); batches are converted to float in [0, 1]
 and augmented (random crop with padding, horizontal flip) there.
@@ -129,9 +130,17 @@ def read_cifar_pickles(folder: Path, names: list[str]) -> tuple[np.ndarray, np.n
     return np.concatenate(xs), np.concatenate(ys)
 
 
+class DatasetMissing(DataError):
+    """A split that is not in the data root (neither as `.npz` files nor torchvision's layout)."""
+
+
 def load_split(name: str, split: str, root: Path, *, offline: bool = False
                ) -> tuple[np.ndarray, np.ndarray]:
-    """The verified (x uint8 N×H×W×C, y int64) of a split, fetching it if allowed."""
+    """The verified (x uint8 N×H×W×C, y int64) of a split under root.
+
+    Never downloads: a missing split raises DatasetMissing (`bench.fetch.load_or_fetch`
+    fetches it first); `offline` only says, in that error, that fetching was forbidden.
+    """
     plugin: DatasetPlugin = DATASETS.get(name)()
     if split not in plugin.splits:
         raise DataError(f"{name} has no split {split!r} (splits: {', '.join(plugin.splits)})")
@@ -143,12 +152,10 @@ def load_split(name: str, split: str, root: Path, *, offline: bool = False
             _verify(name, f"the torchvision copy of its {split} split under {root}",
                     x, y, _combined_hash(plugin, parts))
             return x, y.astype(np.int64)
-        if offline:
-            raise DataError(f"{name} ({split}) is not in the data root {root} and --offline "
-                            f"forbids fetching it; run `python -m bench data fetch {name} "
-                            f"--data-root {root}` or point --data-root / ${ENV_DATA_ROOT} at a copy")
-        from bench import fetch  # imported lazily: only a missing dataset needs it
-        fetch.fetch_dataset(name, root)
+        why = " and --offline forbids fetching it" if offline else ""
+        raise DatasetMissing(f"{name} ({split}) is not in the data root {root}{why}; run "
+                             f"`python -m bench data fetch {name} --data-root {root}` or point "
+                             f"--data-root / ${ENV_DATA_ROOT} at a copy")
     xs, ys = [], []
     for p in parts:
         x, y = _read_npz(root / p.file)
@@ -163,6 +170,69 @@ def _combined_hash(plugin: DatasetPlugin, parts: tuple[NpzPart, ...]) -> str:
     if len(parts) == 1:
         return parts[0].sha256
     return getattr(plugin, "combined_sha256", {}).get(tuple(p.file for p in parts), "")
+
+
+# ------------------------------------------------------------------------- verification
+
+def part_status(root: Path, part: NpzPart) -> str:
+    """'ok', 'missing' or 'corrupt (why)' for one `.npz` part under root."""
+    path = root / part.file
+    if not path.exists():
+        return "missing"
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            x, y = d["x"], d["y"]
+    except Exception as e:  # zip, key or format errors
+        return f"corrupt (unreadable: {type(e).__name__})"
+    if len(x) != part.n or len(y) != part.n:
+        return f"corrupt ({len(x)} images, expected {part.n})"
+    got = content_sha256(x, y)
+    return "ok" if got == part.sha256 else f"corrupt (content sha256 {got[:12]}… ≠ {part.sha256[:12]}…)"
+
+
+def verify_dataset(name: str, root: Path) -> dict[str, str]:
+    """Each split's status under root: 'ok', 'ok (torchvision layout)', 'missing …' or 'corrupt …'.
+
+    A status starts with 'ok' exactly when `load_split` accepts the split.
+    """
+    plugin: DatasetPlugin = DATASETS.get(name)()
+    root = Path(root)
+    out: dict[str, str] = {}
+    for split, parts in plugin.splits.items():
+        status = {p.file: part_status(root, p) for p in parts}
+        if all(s == "ok" for s in status.values()):
+            out[split] = "ok"
+            continue
+        if all(s == "missing" for s in status.values()):
+            try:
+                tv = plugin.read_torchvision(root, split)
+            except Exception as e:
+                out[split] = f"corrupt (torchvision layout unreadable: {type(e).__name__})"
+                continue
+            if tv is None:
+                out[split] = "missing"
+            elif content_sha256(*tv) == _combined_hash(plugin, parts):
+                out[split] = "ok (torchvision layout)"
+            else:
+                out[split] = "corrupt (torchvision layout: content sha256 mismatch)"
+            continue
+        bad = [(f, s) for f, s in status.items() if s != "ok"]
+        bad.sort(key=lambda fs: fs[1] == "missing")                  # corrupt parts first
+        out[split] = "; ".join(f"{s.partition(' ')[0]} {f}" + (f" {s.partition(' ')[2]}" if " " in s else "")
+                               for f, s in bad)
+    return out
+
+
+def split_present(name: str, split: str, root: Path) -> bool:
+    """Whether the split's files are in root (either layout), without verifying them."""
+    plugin: DatasetPlugin = DATASETS.get(name)()
+    parts = plugin.splits.get(split, ())
+    if parts and all((Path(root) / p.file).exists() for p in parts):
+        return True
+    try:
+        return plugin.read_torchvision(Path(root), split) is not None
+    except Exception:
+        return False
 
 
 # ------------------------------------------------------------------------- on the device

@@ -18,8 +18,11 @@ from typing import Any, Callable
 import numpy as np
 from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
                         create_engine, event, inspect, select, text)
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from bench.errors import BenchError
 
 SCHEMA_VERSION = 2
 DEFAULT_DB = Path("results") / "bench.sqlite"
@@ -177,15 +180,13 @@ def unpack_details(blob: bytes | None) -> dict[str, np.ndarray]:
 
 # ------------------------------------------------------------------------- engine + schema
 
+OPEN_HINT = "run `python -m bench run suite.yaml` first, or pass --db"
+
+
 def db_url(url_or_path: str | Path | None) -> str:
-    """A SQLAlchemy URL; a plain path means a SQLite file."""
-    if url_or_path is None:
-        url_or_path = DEFAULT_DB
-    s = str(url_or_path)
-    if "://" in s:
-        return s
-    Path(s).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(s).expanduser()}"
+    """A SQLAlchemy URL; a plain path means a SQLite file (its folder is not created here)."""
+    s = str(DEFAULT_DB if url_or_path is None else url_or_path)
+    return s if "://" in s else f"sqlite:///{Path(s).expanduser()}"
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -206,40 +207,127 @@ def _v1_to_v2(conn) -> None:
 MIGRATIONS: dict[int, Callable] = {1: _v1_to_v2}
 
 
-class SchemaError(Exception):
-    pass
+class SchemaError(BenchError):
+    """A database that is not (or not this version's) bench results database."""
 
 
-def open_db(url_or_path: str | Path | None = None, *, create: bool = True) -> Engine:
-    """Open (and create or migrate) the results database."""
-    url = db_url(url_or_path)
-    engine = create_engine(url, future=True)
+def _first_line(e: BaseException) -> str:
+    text_ = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return text_[0] if text_ else type(e).__name__
+
+
+def _sqlite_file(target: str, url: URL | None, *, create: bool, hint: str) -> Path | None:
+    """Check (and with `create`, prepare the folder of) a SQLite file; None for :memory:."""
+    raw = url.database if url is not None else target
+    if not raw or raw == ":memory:" or raw.startswith("file:"):
+        return None
+    path = Path(raw).expanduser()
+    if path.is_dir():
+        raise BenchError(f"the results database {path} is a directory, not a SQLite file; "
+                         f"pass --db a file path such as {path / 'bench.sqlite'}")
+    if path.exists():
+        return path
+    if not create:
+        raise BenchError(f"no results database at {path}: {hint}")
+    folder = path.parent
+    for up in (folder, *folder.parents):       # a file where a folder must go
+        if up.exists():
+            if not up.is_dir():
+                raise BenchError(f"cannot create the results database {path}: {up} is a "
+                                 f"file, not a directory")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BenchError(f"cannot create the folder {folder} for the results database: "
+                         f"{e.strerror or e}") from None
+    return path
+
+
+def open_db(url_or_path: str | Path | None = None, *, create: bool = True,
+            hint: str = OPEN_HINT) -> Engine:
+    """Open (with `create`, create or migrate) the results database: the one entry point
+    of every command and of the Python API.
+
+    A plain path is a SQLite file; anything with `://` a SQLAlchemy URL. Every way this
+    can fail on user input (an unparsable URL, an unknown dialect or missing driver, a
+    server that refuses, a file that is no SQLite database or is truncated, a directory
+    or a file where the database or its folder should be, a database of another program,
+    a newer schema) raises BenchError (SchemaError) in one sentence; `hint` ends the one
+    about a missing database (`create=False`).
+    """
+    target = str(DEFAULT_DB if url_or_path is None else url_or_path)
+    url: URL | None = None
+    shown = target
+    if "://" in target:
+        try:
+            url = make_url(target)
+        except ArgumentError:
+            raise BenchError(f"--db {target!r} is neither a database URL "
+                             f"(dialect://user@host/name) nor a file path") from None
+        shown = url.render_as_string(hide_password=True)
+        if url.get_backend_name() == "sqlite":
+            _sqlite_file(target, url, create=create, hint=hint)
+    else:
+        _sqlite_file(target, None, create=create, hint=hint)
+    try:
+        engine = create_engine(db_url(target), future=True)
+    except NoSuchModuleError:
+        name = url.drivername if url is not None else "?"
+        raise BenchError(f"--db {shown}: SQLAlchemy has no database dialect {name!r} (use "
+                         f"sqlite:///FILE, postgresql://…, mysql://… or a file path)") from None
+    except ImportError as e:
+        raise BenchError(f"--db {shown} needs the database driver module "
+                         f"{getattr(e, 'name', None) or e}, which is not installed") from None
+    except (ArgumentError, ValueError, TypeError) as e:
+        raise BenchError(f"--db {shown} is not a usable database URL: {_first_line(e)}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    insp = inspect(engine)
-    tables = set(insp.get_table_names())
+    try:
+        _prepare_schema(engine, shown, create=create, hint=hint)
+    except BenchError:
+        engine.dispose()
+        raise
+    except SQLAlchemyError as e:
+        engine.dispose()
+        msg = _first_line(e)
+        if engine.dialect.name == "sqlite" and ("not a database" in msg or "malformed" in msg):
+            raise BenchError(f"{shown} is not a readable SQLite database ({msg}); pass --db "
+                             f"a bench results database or a new file name") from None
+        raise BenchError(f"cannot open the results database {shown}: {msg}") from None
+    return engine
+
+
+def _prepare_schema(engine: Engine, shown: str, *, create: bool, hint: str) -> None:
+    tables = set(inspect(engine).get_table_names())
     if "schema_info" not in tables:
-        if tables and "results" in tables:
-            raise SchemaError(f"{url} has bench tables but no schema version; it was not "
+        if "results" in tables:
+            raise SchemaError(f"{shown} has bench tables but no schema version; it was not "
                               f"written by this version of bench")
+        if tables:
+            listed = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+            raise SchemaError(f"{shown} is a database of something else (tables {listed}), "
+                              f"not a bench results database; pass --db a new file")
         if not create:
-            raise SchemaError(f"{url} is not a bench results database")
+            raise SchemaError(f"{shown} is not a bench results database (it is empty): {hint}")
         Base.metadata.create_all(engine)
         with Session(engine) as s:
             s.add(SchemaInfo(id=1, version=SCHEMA_VERSION))
             s.commit()
-        return engine
+        return
     with engine.begin() as conn:
-        version = conn.execute(text("SELECT version FROM schema_info WHERE id = 1")).scalar_one()
+        version = conn.execute(text("SELECT version FROM schema_info WHERE id = 1")).scalar()
+        if version is None:
+            raise SchemaError(f"{shown} has an empty schema_info table; it was not written "
+                              f"by bench")
         if version > SCHEMA_VERSION:
-            raise SchemaError(f"{url} has schema version {version}, newer than this bench "
+            raise SchemaError(f"{shown} has schema version {version}, newer than this bench "
                               f"({SCHEMA_VERSION}); upgrade bench")
         while version < SCHEMA_VERSION:
             MIGRATIONS[version](conn)
             version += 1
             conn.execute(text("UPDATE schema_info SET version = :v WHERE id = 1"), {"v": version})
     Base.metadata.create_all(engine)  # tables added by later versions
-    return engine
 
 
 def result_status(engine: Engine, keys: list[str]) -> dict[str, str]:
@@ -251,4 +339,17 @@ def result_status(engine: Engine, keys: list[str]) -> dict[str, str]:
             for key, status in s.execute(select(ResultRecord.cell_key, ResultRecord.status)
                                          .where(ResultRecord.cell_key.in_(chunk))):
                 out[key] = status
+    return out
+
+
+def result_summaries(engine: Engine, keys: list[str]) -> dict[str, tuple[str, int, int]]:
+    """(status, n, n_correct) of each cell key present in the database."""
+    out: dict[str, tuple[str, int, int]] = {}
+    with Session(engine) as s:
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            for key, status, n, k in s.execute(
+                    select(ResultRecord.cell_key, ResultRecord.status, ResultRecord.n,
+                           ResultRecord.n_correct).where(ResultRecord.cell_key.in_(chunk))):
+                out[key] = (status, n or 0, k or 0)
     return out

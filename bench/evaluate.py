@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.data import DeviceData, load_split
+from bench.data import DeviceData
+from bench.fetch import load_or_fetch
 from bench.plan import Cell
 from bench.precision import eval_batch_size, frozen_parameters
 
@@ -51,7 +52,7 @@ class EvalData:
     def get(self, dataset_plugin: str, split: str) -> DeviceData:
         k = (dataset_plugin, split)
         if k not in self._cache:
-            x, y = load_split(dataset_plugin, split, self.data_root, offline=self.offline)
+            x, y = load_or_fetch(dataset_plugin, split, self.data_root, offline=self.offline)
             self._cache[k] = DeviceData(x, y, self.device)
         return self._cache[k]
 

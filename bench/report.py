@@ -2,14 +2,17 @@
 
 `render_site(engine, out_dir)` writes
 
-* ``index.html``   the tables (cells done / pending / failed), the smoke results, the models;
+* ``index.html``   the smoke grid (the smoke results as a table: models by label × attack and
+  ε, with intervals and worst cases; above the paper tables while those have no results),
+  the paper tables (cells done / pending / failed), the models;
 * ``table-<name>.html`` one page per paper table, laid out like the paper: rows and columns in
   layout order; each cell shows the measured robust accuracy (%), the paper's value, the
   difference, a 95 % Wilson interval from the number of examples, the sanity flags; best and
   second best per column in bold / underlined; one worst-case column per ε of the table
   (per-sample AND over every attack run on the model at that ε: RobustBench's ranking number);
-* ``smoke.html``   the same tables filled with smoke results only, marked as such (smoke
-  results never enter the paper tables);
+* ``smoke.html``   the smoke grid, the paper tables filled with smoke results only, and every
+  smoke result as a flat list, all marked as such (smoke results never enter the paper
+  tables);
 * ``model-<key>.html`` one page per model: resolved config, training curves and robustness
   curves (inline SVG drawn here, no JavaScript library), checkpoint sha256, the runs.
 
@@ -491,6 +494,123 @@ def build_table(store: Store, rec: TableRecord, *, smoke: bool = False) -> Table
                      info=[str(i) for i in layout.get("info") or []], sources=sources)
 
 
+# ============================================================================ smoke grid
+
+@dataclass
+class SmokeRow:
+    index: int
+    model: str
+    label: str
+    cells: list[CellView]
+    worst: list[WorstCase]
+    model_keys: list[str]
+    reference: bool = False      # a smoke grid has neither reference rows
+    beyond: bool = False         # nor rows beyond the paper (it is not a paper table)
+
+
+@dataclass
+class SmokeGrid:
+    """The smoke results of one dataset laid out like a paper table: models (by their suite
+    labels) as rows in the order they were run, attack × ε as columns, a worst case per ε.
+
+    The smoke profile has no layout in suite.yaml: the grid is built from the results
+    themselves, so it shows whatever a smoke run measured.
+    """
+
+    name: str                               # smoke-<dataset>: page anchor and export file stem
+    dataset: str
+    title: str
+    columns: list[ColumnView]
+    worst_eps: list[str]
+    rows: list[SmokeRow]
+    results: list[ResultRecord]
+    n_examples: list[int]
+    smoke: bool = True
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = Counter(cell.state for row in self.rows for cell in row.cells)
+        return {"done": c["done"], "pending": c["not_run"], "failed": c["failed"]}
+
+
+def run_labels(store: Store) -> tuple[dict[str, str], dict[str, str]]:
+    """Suite labels of models and attacks as the runs recorded them (the newest run wins)."""
+    models: dict[str, str] = {}
+    attacks: dict[str, str] = {}
+    for rid in sorted(store.runs):
+        labels = (store.runs[rid].summary or {}).get("labels") or {}
+        models.update({str(k): str(v) for k, v in (labels.get("models") or {}).items()})
+        attacks.update({str(k): str(v) for k, v in (labels.get("attacks") or {}).items()})
+    return models, attacks
+
+
+def _first_seen(results: Sequence[ResultRecord]) -> list[ResultRecord]:
+    """Results in the order they were recorded (a run records cells in suite order)."""
+    return sorted(results, key=lambda r: (r.created or _MIN_TIME, r.run_id or 0, r.cell_id))
+
+
+def _smoke_cell(cell: CellView, cands: list[ResultRecord], column: ColumnView) -> None:
+    r = max(cands, key=preference)
+    cell.result, cell.candidates = r, len(cands)
+    cell.note = _choice_note(r, cands, column)
+    cell.flags = [str(f) for f in (r.flags or [])]
+    cell.n, cell.n_correct = r.n, r.n_correct
+    if r.status == "done":
+        cell.state, cell.value, cell.ci = "done", accuracy_pct(r), wilson(r.n_correct, r.n)
+    else:
+        cell.state, cell.error = "failed", r.error or "failed (no error recorded)"
+
+
+def build_smoke_grids(store: Store) -> list[SmokeGrid]:
+    """One SmokeGrid per dataset that has smoke results, in the order they were run."""
+    model_labels, attack_labels = run_labels(store)
+    by_dataset: dict[str, list[ResultRecord]] = {}
+    for r in _first_seen([r for r in store.results if r.smoke]):
+        by_dataset.setdefault(r.dataset, []).append(r)
+    grids = []
+    for dataset, results in by_dataset.items():
+        attacks: dict[str, set[tuple[float, str]]] = {}
+        no_eps: set[str] = set()
+        for r in results:
+            attacks.setdefault(r.attack, set())
+            if (r.norm or "none") == "none":       # an attack that ignores ε (clean)
+                no_eps.add(r.attack)
+            else:
+                attacks[r.attack].add((float(r.eps), r.eps_literal))
+        order = [a for a in attacks if a in no_eps] + [a for a in attacks if a not in no_eps]
+        columns: list[ColumnView] = []
+        for a in order:
+            label = attack_labels.get(a, a)
+            if a in no_eps:
+                columns.append(ColumnView(len(columns), label, a, None, None))
+            for value, lit in sorted(attacks[a]):
+                columns.append(ColumnView(len(columns), f"{label} ε={lit}", a, lit, value))
+        weps = table_eps(sorted((c for c in columns if c.eps is not None),
+                                key=lambda c: c.eps_value or 0.0))
+        rows: list[SmokeRow] = []
+        for ri, model in enumerate(dict.fromkeys(r.model_name for r in results)):
+            cells = []
+            for col in columns:
+                cell = CellView(id=f"s-{slug(dataset)}-{ri}-{col.index}", state="not_run")
+                cands = matching_results(results, model, col, smoke=True)
+                if cands:
+                    _smoke_cell(cell, cands, col)
+                cells.append(cell)
+            worst = [worst_case(results, model, e, True, id=f"sw-{slug(dataset)}-{ri}-{j}")
+                     for j, e in enumerate(weps)]
+            keys = list(dict.fromkeys(r.model_key for r in results if r.model_name == model))
+            rows.append(SmokeRow(ri, model, model_labels.get(model, model), cells, worst, keys))
+        for j in range(len(columns)):
+            _rank([row.cells[j] for row in rows])
+        for j in range(len(weps)):
+            _rank([row.worst[j] for row in rows])
+        ns = sorted({r.n for r in results if r.n})
+        grids.append(SmokeGrid(name=f"smoke-{dataset}", dataset=dataset,
+                               title=f"Smoke profile: {dataset}", columns=columns,
+                               worst_eps=weps, rows=rows, results=results, n_examples=ns))
+    return grids
+
+
 # ============================================================================ SVG plots
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -528,8 +648,12 @@ def line_plot(title: str, series: Sequence[tuple[str, Sequence[tuple[float, floa
     xs = [x for _, p in clean for x, _ in p]
     ys = [y for _, p in clean for _, y in p]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    # one or two points are drawn as points: a line through them would suggest a curve
+    points_only = max(len(p) for _, p in clean) <= 2
     if x1 == x0:
         x0, x1 = x0 - 0.5, x1 + 0.5
+    elif points_only:                      # keep the points off the frame
+        x0, x1 = x0 - 0.15 * (x1 - x0), x1 + 0.15 * (x1 - x0)
     if y1 == y0:
         y0, y1 = y0 - (abs(y0) * 0.1 or 0.5), y1 + (abs(y1) * 0.1 or 0.5)
     pad = (y1 - y0) * 0.05
@@ -547,9 +671,10 @@ def line_plot(title: str, series: Sequence[tuple[str, Sequence[tuple[float, floa
         pts = [(round(px(x), 2), round(py(y), 2)) for x, y in p]
         out_series.append({
             "name": name, "color": PALETTE[i % len(PALETTE)],
-            "points": " ".join(f"{a},{b}" for a, b in pts),
+            "points": "" if points_only else " ".join(f"{a},{b}" for a, b in pts),
             "markers": [(a, b, f"{_tick_label(x)}: {y:.4g}") for (a, b), (x, y) in zip(pts, p)]
             if len(pts) <= 40 else [],
+            "r": 4.5 if points_only else 2.6,
         })
     xticks = [t for t in nice_ticks(x0, x1) if x0 <= t <= x1]
     if all(float(x).is_integer() for x in xs):      # epochs: no fractional ticks
@@ -624,8 +749,9 @@ def robustness_plots(results: Sequence[ResultRecord]) -> list[dict]:
             by_norm[r.norm or "?"][r.attack][r.eps_literal] = r
     plots = []
     for norm in sorted(by_norm):
+        # a curve needs two ε: an attack at one ε (the clean one always) is not plotted
         series = [(attack, [(r.eps, accuracy_pct(r)) for r in per_eps.values()])
-                  for attack, per_eps in sorted(by_norm[norm].items())]
+                  for attack, per_eps in sorted(by_norm[norm].items()) if len(per_eps) >= 2]
         p = line_plot(f"robust accuracy vs ε ({norm})", series, xlabel=f"ε ({norm})",
                       ylabel="accuracy (%)")
         if p:
@@ -750,6 +876,9 @@ def render_site(engine: Engine, out_dir: Path, baselines: Sequence[dict] = ()) -
                   key=lambda k: ((store.models[k].name if k in store.models
                                   else by_model[k][0].model_name), k))
     models = {k: _model_view(store, k, by_model.get(k, [])) for k in keys}
+    model_labels, _ = run_labels(store)
+    for mv in models.values():
+        mv["label"] = model_labels.get(mv["name"], "")
     for tv in tables:
         for row in tv.rows:
             for k in row.model_keys:
@@ -774,8 +903,15 @@ def render_site(engine: Engine, out_dir: Path, baselines: Sequence[dict] = ()) -
     for key, mv in models.items():
         write(model_page(key), "model.html", model=mv,
               prov=provenance(mv["results"], generated))
+    smoke_grids = build_smoke_grids(store)
+    smoke_exports = {g.name: [(fmt, f"{EXPORT_DIRNAME}/{slug(g.name)}.{fmt}")
+                              for fmt in ("csv", "json", "md", "tex")
+                              if (export_dir / f"{slug(g.name)}.{fmt}").exists()]
+                     for g in smoke_grids}
     write("smoke.html", "smoke.html", tables=smoke_tables, smoke_results=smoke_results,
+          smoke_grids=smoke_grids, smoke_exports=smoke_exports,
           prov=provenance(smoke_results, generated))
     return write("index.html", "index.html", tables=tables, smoke_results=smoke_results,
                  smoke_tables=smoke_tables, full_results=full_results,
+                 smoke_grids=smoke_grids, smoke_exports=smoke_exports,
                  prov=provenance(store.results, generated))

@@ -64,11 +64,16 @@ class Runner:
         self.device_desc = device_name(device)
 
     # ------------------------------------------------------------------ bookkeeping
-    def _start_run(self) -> int:
+    def _start_run(self, cells: list[Cell]) -> int:
+        # the suite's display labels of what this run touches: the report shows models and
+        # attacks by them (labels are not part of any key, so they live here)
+        labels = {"models": {c.model.name: c.model.label for c in cells},
+                  "attacks": {c.attack.name: c.attack.label for c in cells}}
         with Session(self.engine) as s:
             rec = db.RunRecord(command=shlex.join(sys.argv), suite_path=str(self.suite.path),
                                suite_sha256=self.suite.sha256, commit=code_commit(), host=host(),
-                               device=self.device_desc, versions=library_versions())
+                               device=self.device_desc, versions=library_versions(),
+                               summary={"labels": labels})
             s.add(rec)
             s.commit()
             return rec.id
@@ -77,7 +82,8 @@ class Runner:
         with Session(self.engine) as s:
             rec = s.get(db.RunRecord, run_id)
             rec.ended, rec.status = db.utcnow(), status
-            rec.summary = {"done": len(summary.done), "failed": len(summary.failed),
+            rec.summary = {**(rec.summary or {}),
+                           "done": len(summary.done), "failed": len(summary.failed),
                            "skipped": summary.skipped, "trained": summary.trained,
                            "loaded": summary.loaded}
             s.commit()
@@ -239,7 +245,7 @@ class Runner:
     # ------------------------------------------------------------------ the run
     def run(self, cells: list[Cell]) -> RunSummary:
         t0 = time.perf_counter()
-        run_id = self._start_run()
+        run_id = self._start_run(cells)
         summary = RunSummary(run_id)
         status = "failed"
         try:
@@ -263,6 +269,7 @@ class Runner:
                     continue
                 net = self.policy.wrap(model)
                 mflags = self._model_flags(net, job, data)
+                self.out(f"evaluating {len(job.cells)} cell(s) of {job.model.name}")
                 for outcome in evaluate(net, job.cells, data, progress=self.progress):
                     outcome.flags = mflags
                     self._record(outcome, run_id, job.key)

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.data import DeviceData, carve_validation, load_split
+from bench.data import DeviceData, carve_validation
 from bench.defense import Defense, StepContext
 from bench.errors import BenchError
+from bench.fetch import load_or_fetch
 from bench.precision import Policy
 from bench.recipe import TrainConfig
 from bench.registry import DATASETS, DEFENSES
@@ -55,7 +56,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def load_train_data(spec: ModelSpec, data_root: Path, device: str, *, offline: bool = False
                     ) -> tuple[DeviceData, DeviceData | None]:
-    x, y = load_split(spec.dataset.plugin, "train", data_root, offline=offline)
+    x, y = load_or_fetch(spec.dataset.plugin, "train", data_root, offline=offline)
     if spec.dataset.train_subset:
         x, y = x[:spec.dataset.train_subset], y[:spec.dataset.train_subset]
     tr_idx, val_idx = carve_validation(len(y), spec.train.val_size)
@@ -146,7 +147,7 @@ def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
         te = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=policy.device)
-        n_batches = 0
+        n_batches = n_examples = 0
         batches = train.batches(cfg.batch_size, shuffle=True, augment=augment,
                                 padding=info.crop_padding, generator=gen, drop_last=cfg.drop_last)
         total = (len(train) // cfg.batch_size) if cfg.drop_last else math.ceil(len(train) / cfg.batch_size)
@@ -160,6 +161,7 @@ def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
                               dataset_size=len(train))
             loss_sum += defense.train_step(net, optimizer, x, y, ctx).float()
             n_batches += 1
+            n_examples += x.shape[0]
             step += 1
         mean_loss = (loss_sum / max(1, n_batches)).item()
         if not math.isfinite(mean_loss):
@@ -178,16 +180,19 @@ def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
                 if r > best:
                     best, best_epoch = r, epoch + 1
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        curves["seconds"].append(time.perf_counter() - te)
+        epoch_seconds = time.perf_counter() - te
+        curves["seconds"].append(epoch_seconds)
         if resume_path is not None:
             _atomic_save({"key": spec.key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "defense": defense.state_dict(), "curves": curves, "epoch": epoch, "step": step,
                           "best": best, "best_epoch": best_epoch, "best_state": best_state,
                           "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, resume_path)
+        # one self-contained line per epoch: a piped log (no progress bar) is never silent
         log(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {mean_loss:.4f}"
             + (f", val clean {curves['val_clean_acc'][-1]:.3f}" if val is not None else "")
             + (f", val robust {curves['val_robust_acc'][-1]:.3f}" if curves.get("val_robust_acc") and
-               len(curves["val_robust_acc"]) and es else ""))
+               len(curves["val_robust_acc"]) and es else "")
+            + f", {epoch_seconds:.1f}s, {n_examples / max(epoch_seconds, 1e-9):,.0f} examples/s")
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -68,6 +68,9 @@ def load_yaml(path: str | Path, text: str | None = None):
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise SuiteError(f"cannot read the suite file ({e.strerror})", file=path) from None
+        except UnicodeDecodeError as e:
+            raise SuiteError(f"not a text file: byte {e.start} is not UTF-8 (a YAML suite "
+                             f"file is UTF-8 text)", file=path) from None
     loader = _Loader(text)
     loader.filename = path
     try:
@@ -76,5 +79,7 @@ def load_yaml(path: str | Path, text: str | None = None):
         mark = e.problem_mark or e.context_mark
         raise SuiteError(f"invalid YAML: {e.problem or e.context}", file=path,
                          line=mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as e:      # e.g. a ReaderError: control characters, not text
+        raise SuiteError(f"invalid YAML: {' '.join(str(e).split())}", file=path) from None
     finally:
         loader.dispose()

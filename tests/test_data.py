@@ -14,11 +14,11 @@ from bench.data import (DeviceData, augment_batch, carve_validation, load_split)
 from bench.errors import DataError
 
 
-def test_npz_layout_loads_in_order(data_root):
+def test_npz_layout_loads_in_order(data_root, cifar10_root):
     x, y = load_split("mnist", "test", data_root, offline=True)
     assert x.shape == (10000, 28, 28, 1) and x.dtype == np.uint8
     assert y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
-    x, y = load_split("cifar10", "train", data_root, offline=True)
+    x, y = load_split("cifar10", "train", cifar10_root, offline=True)
     assert x.shape == (50000, 32, 32, 3)
     assert y[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]      # SOURCES.md
 
@@ -30,7 +30,7 @@ def _write_idx(path, arr):
         f.write(header + arr.tobytes())
 
 
-def test_torchvision_layouts_are_read_and_verified(data_root, tmp_path):
+def test_torchvision_layouts_are_read_and_verified(data_root, cifar10_root, tmp_path):
     x, y = load_split("mnist", "test", data_root, offline=True)
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -45,7 +45,7 @@ def test_torchvision_layouts_are_read_and_verified(data_root, tmp_path):
     with pytest.raises(DataError, match="corrupt.*bench data fetch mnist"):
         load_split("mnist", "test", tmp_path, offline=True)
 
-    cx, cy = load_split("cifar10", "test", data_root, offline=True)
+    cx, cy = load_split("cifar10", "test", cifar10_root, offline=True)
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     with open(folder / "test_batch", "wb") as f:

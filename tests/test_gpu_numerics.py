@@ -73,8 +73,8 @@ def mnist_small_cnn(data_root):
 
 
 @pytest.fixture(scope="module")
-def cifar_resnet20(data_root):
-    return _pgd_at("resnet20", "cifar10", data_root, eps=[8 / 255] * 8, steps=5, step=[2 / 255] * 8,
+def cifar_resnet20(cifar10_root):
+    return _pgd_at("resnet20", "cifar10", cifar10_root, eps=[8 / 255] * 8, steps=5, step=[2 / 255] * 8,
                    lr=[0.1] * 7 + [0.01], optimizer="sgd")
 
 
@@ -121,6 +121,8 @@ def test_fast_path_pgd20_agrees_with_fp32_within_sampling_noise(which, mode, req
     The model must be non-trivially robust for the comparison to mean anything.
     """
     model = request.getfixturevalue("mnist_small_cnn" if which == "small_cnn" else "cifar_resnet20")
+    if which != "small_cnn":
+        data_root = request.getfixturevalue("cifar10_root")
     dataset, eps, step = ("mnist", 0.3, None) if which == "small_cnn" else ("cifar10", 8 / 255, 2 / 255)
     ref = _outcomes(model, Policy("fp32", False, DEVICE), dataset, data_root, eps, step)
     fast = _outcomes(model, FAST[mode], dataset, data_root, eps, step)

@@ -338,7 +338,9 @@ def test_templates_autoescape_everything():
 def test_exports_contain_values_and_escape(tmp_path):
     engine = make_db(tmp_path)
     paths = export_tables(engine, tmp_path / "export")
-    assert sorted(p.name for p in paths) == ["table1.csv", "table1.json", "table1.md",
+    assert sorted(p.name for p in paths) == ["smoke-mnist.csv", "smoke-mnist.json",
+                                             "smoke-mnist.md", "smoke-mnist.tex",
+                                             "table1.csv", "table1.json", "table1.md",
                                              "table1.tex"]
     with (tmp_path / "export/table1.csv").open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -420,3 +422,120 @@ def test_wilson_interval_matches_scipy():
 def test_slug_keeps_names_apart():
     assert slug("table1") == "table1"
     assert slug("a/b") != slug("a_b") and "/" not in slug("a/b")
+
+
+# ============================================================================ the smoke grid
+
+def make_smoke_db(tmp_path: Path):
+    """Smoke results as a smoke run records them: two models (zeta run first), the clean
+    attack, PGD at two ε, an FGSM at 0.3 on alpha only; labels in the run record."""
+    engine = open_db(tmp_path / "smoke.sqlite")
+    n = 100
+    labels = {"models": {"zeta": "Zeta (smoke)", "alpha": "Alpha & co (smoke)"},
+              "attacks": {"clean": "Natural", "spgd": "PGD-10", "fgsm": "FGSM"}}
+    with Session(engine) as s:
+        s.add(RunRecord(id=1, command="bench run suite.yaml --tag smoke", status="done",
+                        summary={"labels": labels}))
+        s.flush()
+        add_model(s, "kz", "zeta", smoke=True, curves={"epoch": [1, 2], "loss": [1.5, 0.4],
+                                                        "seconds": [60.0, 55.0]})
+        add_model(s, "ka", "alpha", smoke=True, curves={"epoch": [1], "loss": [0.9]})
+        t = T0
+        for model, key, rows in [
+                ("zeta", "kz", [("clean", "0", 0.0, (0, 95)), ("spgd", "0.1", 0.1, (0, 60)),
+                                ("spgd", "0.3", 0.3, (0, 10))]),
+                ("alpha", "ka", [("clean", "0", 0.0, (0, 90)), ("spgd", "0.1", 0.1, (0, 70)),
+                                 ("spgd", "0.3", 0.3, (20, 50)), ("fgsm", "0.3", 0.3, (0, 40))])]:
+            for attack, lit, eps, (lo, hi) in rows:
+                t += dt.timedelta(seconds=1)
+                add_result(s, model=model, model_key=key, attack=attack, eps_literal=lit,
+                           eps=eps, correct=correct_range(n, lo, hi), smoke=True,
+                           tags=("smoke",), created=t, norm="none" if attack == "clean" else "linf",
+                           cell_id=f"mnist_smoke/{model}/{attack}" + ("" if attack == "clean" else f"/eps={lit}"))
+        s.commit()
+    return engine
+
+
+def test_smoke_grid_on_the_index_page(tmp_path):
+    engine = make_smoke_db(tmp_path)
+    html = render_site(engine, tmp_path / "site").read_text()
+    grid = html[html.index('id="grid-smoke-mnist"'):]
+    grid = grid[:grid.index("</table>")]
+    head = grid[:grid.index("</thead>")]
+    heads = [h.strip() for h in re.findall(r"<th[^>]*>(.*?)</th>", head, re.S)][1:]
+    # attack × ε by the suite's labels, the ε-less attack first, then a worst case per ε
+    assert heads == ["Natural", "PGD-10 ε=0.1", "PGD-10 ε=0.3", "FGSM ε=0.3",
+                     "Worst case (ε = 0.1)", "Worst case (ε = 0.3)"]
+    # models by label, in the order they were run (not alphabetical), escaped
+    assert re.findall(r'scope="row">\s*<a [^>]*>(.*?)</a>', grid) == ["Zeta (smoke)",
+                                                                       "Alpha &amp; co (smoke)"]
+    cells = dict(re.findall(r'<td id="(s-mnist-\d-\d)"[^>]*>(.*?)</td>', grid, re.S))
+    assert "<strong>95.00</strong>" in cells["s-mnist-0-0"] and "90.00" in cells["s-mnist-1-0"]
+    assert "<strong>70.00</strong>" in cells["s-mnist-1-1"] and "60.00" in cells["s-mnist-0-1"]
+    lo, hi = wilson(30, 100)
+    assert "30.00" in cells["s-mnist-1-2"] and f"[{lo:.2f}, {hi:.2f}] n=100" in cells["s-mnist-1-2"]
+    assert "not run" in cells["s-mnist-0-3"]                     # zeta has no FGSM result
+    worst = dict(re.findall(r'<td id="(sw-mnist-\d-\d)"[^>]*>(.*?)</td>', grid, re.S))
+    assert "<strong>20.00</strong>" in worst["sw-mnist-1-1"]     # alpha: 20..49 AND 0..39
+    assert "2 attack(s)" in worst["sw-mnist-1-1"] and "10.00" in worst["sw-mnist-0-1"]
+    assert "SMOKE" in grid and "badge smoke" in head
+    # above the paper tables (none has a result), and the flat list is on its own page
+    assert html.index('id="grid-smoke-mnist"') < html.index("<h2>Tables</h2>")
+    assert 'class="grid sortable results"' not in html
+    smoke = (tmp_path / "site" / "smoke.html").read_text()
+    assert 'id="grid-smoke-mnist"' in smoke and 'class="grid sortable results"' in smoke
+    assert "Zeta (smoke)" in (tmp_path / "site" / "model-kz.html").read_text()
+
+
+def test_smoke_grid_follows_paper_tables_with_results(site):
+    _, out = site
+    html = (out / "index.html").read_text()
+    assert html.index("<h2>Tables</h2>") < html.index('id="grid-smoke-mnist"')
+
+
+def test_smoke_export_is_marked(tmp_path):
+    engine = make_smoke_db(tmp_path)
+    paths = export_tables(engine, tmp_path / "export")
+    assert sorted(p.name for p in paths) == ["smoke-mnist.csv", "smoke-mnist.json",
+                                             "smoke-mnist.md", "smoke-mnist.tex"]
+    doc = json.loads((tmp_path / "export/smoke-mnist.json").read_text())
+    assert doc["smoke"] is True and "SMOKE" in doc["note"]
+    assert [r["label"] for r in doc["rows"]] == ["Zeta (smoke)", "Alpha & co (smoke)"]
+    assert [c["label"] for c in doc["columns"]][:2] == ["Natural", "PGD-10 ε=0.1"]
+    assert doc["rows"][1]["cells"][2]["measured"] == 30.0
+    with (tmp_path / "export/smoke-mnist.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["smoke"] == "True" for r in rows)
+    assert {r["measured"] for r in rows if r["row"] == "Alpha & co (smoke)"} >= {"90.0", "20.0"}
+    md = (tmp_path / "export/smoke-mnist.md").read_text()
+    assert "(SMOKE)" in md.splitlines()[0] and "**95.00" in md and "Alpha &amp; co" in md
+    assert "not comparable with the paper" in (tmp_path / "export/smoke-mnist.tex").read_text()
+    # the site links the smoke exports
+    render_site(engine, tmp_path)
+    assert 'href="export/smoke-mnist.csv"' in (tmp_path / "index.html").read_text()
+
+
+def test_model_page_draws_curves_only_where_there_is_a_curve(tmp_path):
+    engine = make_smoke_db(tmp_path)
+    render_site(engine, tmp_path / "site")
+    alpha = (tmp_path / "site" / "model-ka.html").read_text()
+    robust = alpha.split('id="robustness-curves"')[1].split("</div>")[0]
+    # one plot, one series: PGD at two ε; the clean attack and the one-ε FGSM are no curves
+    assert robust.count("<svg") == 1 and "robust accuracy vs ε (linf)" in robust
+    assert re.findall(r'</span>(\w+)</li>', robust) == ["spgd"]
+    assert "(none)" not in alpha
+    # a training curve of one or two epochs is drawn as points, without a line
+    for page, k in (("model-ka.html", 1), ("model-kz.html", 2)):
+        train = (tmp_path / "site" / page).read_text().split('id="training-curves"')[1]
+        loss = [f for f in train.split("<figure")[1:] if "<figcaption>loss<" in f][0]
+        assert 'points=""' in loss and loss.count('r="4.5"') == k
+    # a model evaluated with the clean attack only: no plot, and the page says why
+    from sqlalchemy.orm import Session as S
+    with S(engine) as s:
+        add_result(s, model="solo", model_key="ks", attack="clean", eps_literal="0", eps=0.0,
+                   correct=correct_range(10, 0, 9), smoke=True, norm="none",
+                   cell_id="mnist_smoke/solo/clean")
+        s.commit()
+    render_site(engine, tmp_path / "site")
+    solo = (tmp_path / "site" / "model-ks.html").read_text()
+    assert 'id="robustness-curves"' not in solo and "single ε" in solo

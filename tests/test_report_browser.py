@@ -151,7 +151,9 @@ def test_model_page_plots_render(browser_site):
     proc = run_chromium(browser, tmp / "profile-model", "--dump-dom", page.as_uri())
     dom = proc.stdout
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert dom.count("<svg") >= 4 and dom.count("<polyline") >= 8
+    # one curve per attack with an ε sweep; the clean attack (one point) draws none
+    assert dom.count("<svg") >= 4 and dom.count("<polyline") >= 7
+    assert "(none)" not in dom
     assert re.search(r'<pre id="js-errors" hidden="">\s*</pre>', dom)
     assert console_errors(proc.stderr) == []
     shot = tmp / "model.png"
@@ -209,3 +211,39 @@ def test_the_papers_orientation_is_one_click_away(tmp_path):
     assert heads[:5] == ["Attack ↓ / Defense →", "Borrowed [7]", "Alpha", "Beta", "Gamma"]
     assert "60.00" in m.group(0)
     assert re.search(r'<pre id="js-errors" hidden="">\s*</pre>', paper)
+
+
+def test_index_page_smoke_grid_in_chromium(tmp_path):
+    """The index page of a smoke-only database: the smoke grid is on screen, with its
+    values, labels and SMOKE marks, above the (empty) paper tables; the sorter works."""
+    from test_report import make_smoke_db
+    browser = chromium()
+    engine = make_smoke_db(tmp_path)
+    index = render_site(engine, tmp_path / "site")
+    url = index.as_uri() + "#sort=-3"                  # the first table: sort by PGD-10 ε=0.1
+    proc = run_chromium(browser, tmp_path / "profile", "--dump-dom", url)
+    dom = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = re.search(r'<table class="grid sortable smoke-table" id="grid-smoke-mnist" '
+                  r'data-sorter="ready">(.*?)</table>', dom, re.S)
+    assert m, "no smoke grid on the index page"
+    grid = m.group(1)
+    for text in ("Natural", "PGD-10 ε=0.1", "PGD-10 ε=0.3", "FGSM ε=0.3", "Worst case (ε = 0.3)",
+                 "Zeta (smoke)", "Alpha &amp; co (smoke)", "95.00", "70.00", "30.00", "20.00",
+                 "SMOKE", "not run"):
+        assert text in grid, text
+    # sorted by PGD-10 ε=0.1, descending: alpha (70) before zeta (60)
+    assert re.findall(r'<tr id="smoke-mnist-row-(\d)">', grid) == ["1", "0"]
+    assert dom.index('id="grid-smoke-mnist"') < dom.index("<h2>Tables</h2>")
+    assert re.search(r'<pre id="js-errors" hidden="">\s*</pre>', dom)
+    assert console_errors(proc.stderr) == []
+    shot = tmp_path / "index.png"
+    proc = run_chromium(browser, tmp_path / "profile-shot", f"--screenshot={shot}",
+                        "--window-size=1280,900", index.as_uri())
+    assert shot.exists(), proc.stderr[-2000:]
+    width, height, rows = png_rgb(shot)
+    assert (width, height) == (1280, 900)
+    # the SMOKE badges and banner (#ffe0e6) are drawn in the first screen
+    assert count_color(rows, (0xFF, 0xE0, 0xE6), tol=6) > 500
+    if os.environ.get("BENCH_SCREENSHOT_DIR"):
+        shutil.copy(shot, Path(os.environ["BENCH_SCREENSHOT_DIR"]) / "index.png")

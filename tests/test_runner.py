@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -283,15 +284,72 @@ def test_cli_ls_and_dry_run(tiny, tmp_path, data_root, capsys):
     assert main(["ls", str(tiny), "--tag", "t", "--db", dbp]) == 0
     out = capsys.readouterr().out
     assert "tiny/m_sgd/pgd5/eps=0.3" in out and "pending" in out
-    assert main(["run", str(tiny), "--tag", "t", "--db", dbp, "--dry-run"]) == 0
+    assert not (tmp_path / "c.sqlite").exists()             # ls creates no database
+    assert main(["run", str(tiny), "--tag", "t", "--db", dbp, "--dry-run",
+                 "--data-root", str(data_root)]) == 0
     out = capsys.readouterr().out
     assert "would train 1 model(s)" in out and "would evaluate 3 cell(s)" in out
+    # the device, the data, the work in passes and a time for it
+    assert out.startswith("device: cpu — cpu (")
+    assert f"data root: {data_root}\n  mnist: present (test, train)" in out
+    assert "2 epochs × 1,024 examples × (1 + 0 inner steps) = 2,048 forward/backward passes ≈" in out
+    assert "tiny/m_sgd/clean  n=96 × 1 passes = 96" in out
+    assert "tiny/m_sgd/pgd5/eps=0.3  n=96 × 6 passes = 576" in out       # 1 + 5 PGD steps
+    assert re.search(r"estimate on cpu: training 2\.05 k passes ≈ \d+ s, evaluation 1\.25 k passes", out)
+    assert "small_cnn on mnist: 0.31 M parameters" in out and "(calibrated:" in out
     assert main(["run", str(tiny), "--tag", "t", "--db", dbp, "--data-root", str(data_root),
                  "--results-dir", str(tmp_path / "res"), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    # a piped log: each epoch with its time and throughput, each cell as it finishes
+    assert len(re.findall(r"m_sgd epoch [12]/2: loss [\d.]+, [\d.]+s, [\d,]+ examples/s", err)) == 2
+    assert len(re.findall(r"^  tiny/m_sgd/\S+: [\d.]+% of 96 \([\d.]+s\)$", err, re.M)) == 3
+    # the run rendered the leaderboard beside the database and said where
+    assert f"leaderboard: {tmp_path / 'site' / 'index.html'}" in out
+    assert "grid-smoke" not in (tmp_path / "site" / "index.html").read_text()   # no smoke here
     assert main(["ls", str(tiny), "--tag", "t", "--db", dbp]) == 0
     out = capsys.readouterr().out
-    assert out.count(" done ") == 3
+    assert out.count(" done ") == 3 and len(re.findall(r" done\s+\d+\.\d\d%", out)) == 3
+    # an estimate from the run just recorded, on the same device
+    assert main(["run", str(tiny), "--tag", "t", "--db", dbp, "--dry-run", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "would train 0 model(s)" in out and "1 earlier training run(s) in the database" in out
     assert main(["ls", str(tiny), "--tag", "bad", "--db", dbp, "--filter", "*broken*"]) == 0
+    assert main(["run", str(tiny), "--tag", "t", "--db", dbp, "--no-report", "--site",
+                 str(tmp_path / "s2"), "--results-dir", str(tmp_path / "res")]) == 0
+    assert not (tmp_path / "s2").exists()                    # --no-report: no site
+
+
+def test_dry_run_warns_of_a_gpu_sized_model_on_a_cpu(tmp_path, capsys):
+    p = tmp_path / "s.yaml"
+    p.write_text(textwrap.dedent("""\
+        version: 1
+        attacks:
+          clean: {plugin: clean}
+          pgd: {plugin: pgd, config: {norm: linf, steps: 10, restarts: 2}}
+        models:
+          r20:
+            dataset: cifar10
+            arch: resnet20
+            defense: pgd_at
+            defense_config: {preset: cifar_linf}
+            train: {epochs: 3}
+          small:
+            dataset: mnist
+            arch: small_cnn
+            defense: sgd
+            train: {epochs: 1}
+        matrix:
+          - {name: m, models: [r20, small], attacks: [clean, pgd], eps: ["8/255"], eval: {n: 10}}
+        """))
+    assert main(["run", str(p), "--dry-run", "--device", "cpu", "--db", str(tmp_path / "x.sqlite"),
+                 "--data-root", str(tmp_path / "nodata")]) == 0
+    out, err = capsys.readouterr()
+    # the inner steps come from the defense's config (its preset: 10 PGD steps)
+    assert "3 epochs × 50,000 examples × (1 + 10 inner steps) = 1,650,000" in out
+    assert "n=10 × 21 passes = 210" in out                   # 1 + 10 steps × 2 restarts
+    assert "cifar10: missing test, train: would be fetched" in out
+    assert "warning: resnet20 on cifar10 is GPU-sized" in err and "small_cnn" not in err
+    assert not (tmp_path / "x.sqlite").exists()             # a dry run writes nothing
 
 
 def test_missing_dataset_offline_is_one_sentence(tiny, tmp_path, capsys):
