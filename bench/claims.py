@@ -143,15 +143,17 @@ class Claims:
         return None
 
     def set_stage(self, key: str, stage: str) -> None:
-        """What the holder is doing (shown by `bench ls`); written at the next renewal."""
+        """What the holder is doing (shown by `bench ls`), written with a renewal now."""
         with self._lock:
-            if key in self._held:
-                self._held[key] = stage
+            if key not in self._held or self._held[key] == stage:
+                return
+            self._held[key] = stage
+        self.renew([key])
 
-    def renew(self) -> None:
-        """Push every held lease's expiry forward; a lease taken over meanwhile is lost."""
+    def renew(self, keys: list[str] | None = None) -> None:
+        """Push the held leases' expiry forward; a lease taken over meanwhile is lost."""
         with self._lock:
-            held = dict(self._held)
+            held = {k: v for k, v in self._held.items() if keys is None or k in keys}
         lease = dt.timedelta(seconds=self.lease_seconds)
         for key, stage in held.items():
             def push():

@@ -1,4 +1,4 @@
-"""`python -m bench`: run, validate, ls, report, check, baseline, data.
+"""`python -m bench`: run, validate, ls, report, check, baseline, data, workers.
 
 Errors a user can fix (a bad suite.yaml, a missing dataset, a corrupt checkpoint) end
 with one line on stderr and exit status 2; a run in which some cells failed exits 1.
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="say what would be trained and evaluated, and do nothing")
     p.add_argument("--force", action="store_true", help="rerun cells that are already done")
+    from bench import cli_scale
+    cli_scale.add_run_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a suite file and exit (status 2 on the first error)",
@@ -110,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_report = None
     if cli_report is not None:
         cli_report.add_subcommands(sub)
+    cli_scale.add_subcommands(sub)
     return parser
 
 
@@ -144,16 +147,17 @@ def cmd_ls(args) -> int:
     if args.suite is None:
         from bench.errors import BenchError
         raise BenchError("ls needs a suite file (or --plugins)")
-    from bench import db
+    from bench import cli_scale, db
     suite, cells = _load(args)
     engine = db.open_db(args.db)
-    known = db.result_status(engine, [c.key for c in cells])
+    known = cli_scale.cell_states(engine, cells)   # running: a live worker holds its model job
     width = max(len(c.id) for c in cells)
     counts: dict[str, int] = {}
     for c in cells:
-        st = known.get(c.key, "pending")
+        st = known[c.key].status
         counts[st] = counts.get(st, 0) + 1
-        print(f"{c.id:<{width}}  {st:<7}  {c.key[:12]}" + ("  smoke" if c.smoke else ""))
+        print(f"{c.id:<{width}}  {st:<7}  {c.key[:12]}" + ("  smoke" if c.smoke else "")
+              + (f"  {known[c.key].note}" if known[c.key].note else ""))
     print(f"{len(cells)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
           file=sys.stderr)
     return 0
@@ -161,8 +165,8 @@ def cmd_ls(args) -> int:
 
 def _ls_plugins() -> int:
     from bench.config import describe_config, presets_of
-    from bench.registry import ATTACKS, DATASETS, DEFENSES, MODELS
-    for reg in (DATASETS, MODELS, DEFENSES, ATTACKS):
+    from bench.registry import ATTACKS, DATASETS, DEFENSES, EXECUTORS, MODELS
+    for reg in (DATASETS, MODELS, DEFENSES, ATTACKS, EXECUTORS):
         print(f"{reg.kind}s:")
         for name, obj in reg.items():
             doc = (obj.__doc__ or "").strip().splitlines()
@@ -178,16 +182,20 @@ def _ls_plugins() -> int:
 
 
 def cmd_run(args) -> int:
-    from bench import db
+    from bench import cli_scale, db
     from bench.data import resolve_data_root
     from bench.precision import resolve_device
     from bench.runner import Runner
     suite, cells = _load(args)
+    executor = cli_scale.executor_from_args(args, suite)
     engine = db.open_db(args.db)
     device = resolve_device(args.device)
     runner = Runner(suite, engine, data_root=resolve_data_root(args.data_root), device=device,
                     results_dir=args.results_dir, offline=args.offline, force=args.force,
-                    progress=not args.no_progress and sys.stderr.isatty())
+                    progress=not args.no_progress and sys.stderr.isatty(),
+                    executor=executor, lease_seconds=args.lease, device_request=args.device,
+                    selection={"tags": args.tag, "filters": args.filter, "limit": args.limit,
+                               "seed": args.seed})
     if args.dry_run:
         return _dry_run(runner, cells)
     summary = runner.run(cells)
@@ -230,6 +238,8 @@ def _print_summary(summary) -> None:
         print(f"{'cell':<{w}}  {'robust acc':>10}  {'n':>6}  {'time':>7}  status")
         for r in rows:
             print(f"{r[0]:<{w}}  {r[1]:>10}  {r[2]:>6}  {r[3]:>7}  {r[4]}")
+    from bench import cli_scale
+    cli_scale.print_workers(summary)
     print(f"{len(summary.done)} evaluated, {len(summary.failed)} failed, {summary.skipped} already done; "
           f"trained {len(summary.trained)}, loaded {len(summary.loaded)} model(s) in {summary.seconds:.1f}s "
           f"(run {summary.run_id})")

@@ -53,7 +53,9 @@ class RunRecord(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     started: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     ended: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running/done/failed/killed
+    # running/done/failed/interrupted; incomplete (its workers ended before some cells),
+    # submitted (the executor left its workers running)
+    status: Mapped[str] = mapped_column(String(16), default="running")
     command: Mapped[str] = mapped_column(Text, default="")
     suite_path: Mapped[str] = mapped_column(Text, default="")
     suite_sha256: Mapped[str] = mapped_column(String(64), default="")
