@@ -125,7 +125,7 @@ class Postgres:
 
 # ---------------------------------------------------------------------- Slurm
 
-SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "srun", "sinfo")
+SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "srun", "sinfo")
 
 
 def slurm_binaries() -> dict[str, str | None]:
@@ -222,19 +222,48 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
         return "\n".join(parts)
 
     def close(self) -> None:
+        env = self.env()
+        _run([self.bins["scancel"], "--full", "--partition", "debug"],
+             env=env, check=False)
+        for _ in range(120):       # let the jobs' steps end before their daemons do
+            out = _run([self.bins["squeue"], "-h"], env=env, check=False)
+            if out.returncode != 0 or not out.stdout.strip():
+                break
+            time.sleep(0.5)
         for pidfile in (self.dir / "slurmd.pid", self.dir / "slurmctld.pid", self.dir / "munge" / "munged.pid"):
             try:
-                pid = int(pidfile.read_text().strip())
+                _stop(int(pidfile.read_text().strip()))
             except (OSError, ValueError):
                 continue
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            for _ in range(100):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
+        for pid in self._leftovers():  # job step processes of this cluster (by its SLURM_CONF)
+            _stop(pid)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _leftovers(self) -> list[int]:
+        mark = f"SLURM_CONF={self.conf}".encode()
+        pids = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and int(d.name) != os.getpid():
+                try:
+                    if mark in (d / "environ").read_bytes().split(b"\0"):
+                        pids.append(int(d.name))
+                except OSError:
+                    continue
+        return pids
+
+
+def _stop(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
