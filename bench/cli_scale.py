@@ -30,10 +30,10 @@ is taken over by another worker once the lease expires."""
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("many workers (docs/scale.md)")
-    g.add_argument("--executor", default="local", metavar="NAME",
-                   help="what starts the workers: local (this process, the default), gpus (one "
-                        "process per visible GPU, or --workers CPU processes), slurm (a job array "
-                        "through submitit), or a plugin's name")
+    g.add_argument("--executor", default=None, metavar="NAME",
+                   help="what starts the workers (default: one worker in this process): local "
+                        "(the same, by name), gpus (one process per visible GPU, or --workers CPU "
+                        "processes), slurm (a job array through submitit), or a plugin's name")
     g.add_argument("--workers", type=int, metavar="N",
                    help="number of workers (gpus: default one per visible GPU; slurm: array size)")
     g.add_argument("--lease", type=float, default=DEFAULT_LEASE_SECONDS, metavar="SECONDS",
@@ -48,6 +48,13 @@ def executor_from_args(args, suite):
     """The executor named by --executor, configured from suite.yaml, then --workers and
     --executor-opt (the command line wins)."""
     from bench.executor import build_executor
+    if args.lease <= 0:
+        raise BenchError("--lease must be a positive number of seconds")
+    if args.executor is None:               # one worker in this process
+        if args.workers not in (None, 1) or args.executor_opt:
+            raise BenchError("--workers and --executor-opt need --executor NAME "
+                             "(gpus: processes on this machine, slurm: a job array)")
+        return None
     options = dict((getattr(suite, "executors", None) or {}).get(args.executor, {}))
     for item in args.executor_opt:
         key, sep, value = item.partition("=")
@@ -61,8 +68,6 @@ def executor_from_args(args, suite):
         if args.workers < 1:
             raise BenchError("--workers must be at least 1")
         options["workers"] = args.workers
-    if args.lease <= 0:
-        raise BenchError("--lease must be a positive number of seconds")
     return build_executor(args.executor, options, where="--executor-opt/suite.yaml")
 
 

@@ -7,9 +7,9 @@ a per-epoch resume file). A cell that fails (non-finite loss, out of memory, a p
 error) is recorded as failed with its error and the run goes on.
 
 What happens to one model job is sequenced in one place, the worker loop
-(`bench.worker`); the executor (`executors/`: `local` by default, in this process)
-decides where the workers run, and the results database coordinates them
-(`bench.claims`). The runner only opens and closes the run and says what it did.
+(`bench.worker`); by default one worker runs in this process, and an executor
+(`executors/`) may start workers elsewhere instead; the results database coordinates
+them (`bench.claims`). The runner only opens and closes the run and says what it did.
 """
 
 from __future__ import annotations
@@ -45,10 +45,7 @@ class Runner:
         self.offline, self.force, self.progress = offline, force, progress
         self.out = out or (lambda s: print(s, file=sys.stderr))
         self.device_desc = device_name(device)
-        if executor is None:
-            from bench.executor import build_executor
-            executor = build_executor("local")
-        self.executor, self.lease_seconds = executor, lease_seconds
+        self.executor, self.lease_seconds = executor, lease_seconds   # None: a worker in this process
         self.selection = dict(selection or {})     # tags, filters, limit, seed: for workers elsewhere
         self.device_request = device_request or device
         self.run_started = None
@@ -67,7 +64,10 @@ class Runner:
         return Worker(self.suite, self.engine, data_root=self.data_root, device=self.device,
                       results_dir=self.results_dir, offline=self.offline, force=self.force,
                       progress=self.progress, out=self.out, lease_seconds=self.lease_seconds,
-                      label=label, executor=getattr(self.executor, "registry_name", ""))
+                      label=label, executor=self._executor_name())
+
+    def _executor_name(self) -> str:
+        return getattr(self.executor, "registry_name", "") if self.executor is not None else ""
 
     def plan(self, cells: list[Cell], run_id: int) -> WorkerPlan:
         """What a worker started elsewhere needs to rebuild this run."""
@@ -79,7 +79,7 @@ class Runner:
             run_started=self.run_started.isoformat(), tags=list(self.selection.get("tags") or []),
             filters=list(self.selection.get("filters") or []), limit=self.selection.get("limit"),
             seed=self.selection.get("seed"), offline=self.offline, force=self.force,
-            lease_seconds=self.lease_seconds, executor=getattr(self.executor, "registry_name", ""))
+            lease_seconds=self.lease_seconds, executor=self._executor_name())
 
     # ------------------------------------------------------------------ the run
     def run(self, cells: list[Cell]) -> RunSummary:
@@ -96,7 +96,9 @@ class Runner:
             if skipped:
                 self.out(f"{skipped} of {len(cells)} cells already done (use --force to rerun)")
             detached = False
-            if skipped < len(cells):
+            if skipped < len(cells) and self.executor is None:     # the default: this process
+                self.worker().run(cells, run_id, self.run_started)
+            elif skipped < len(cells):
                 ctx = LaunchContext(self, cells, self.plan(cells, run_id), self.out)
                 detached = self.executor.launch(ctx) == "detached"
             summary = record.collect_summary(self.engine, run_id, cells, self.run_started, skipped,

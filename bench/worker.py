@@ -63,7 +63,7 @@ class Worker:
                  force: bool = False, progress: bool = True,
                  out: Callable[[str], None] | None = None,
                  lease_seconds: float = claims_mod.DEFAULT_LEASE_SECONDS,
-                 label: str = "", executor: str = "local", poll_seconds: float | None = None):
+                 label: str = "", executor: str = "", poll_seconds: float | None = None):
         self.suite, self.engine, self.force, self.progress = suite, engine, force, progress
         self.id = claims_mod.new_worker_id()
         self.label, self.executor, self.lease_seconds = label, executor, lease_seconds

@@ -333,6 +333,9 @@ def test_executor_options_from_suite_yaml_and_flags(tmp_path, capsys):
         load_suite(p)
     p.write_text(FOUR)
     assert main(["run", str(p), "--db", str(tmp_path / "x.sqlite"), "--workers", "2"]) == 2
+    assert "--workers and --executor-opt need --executor NAME" in capsys.readouterr().err
+    assert main(["run", str(p), "--db", str(tmp_path / "x.sqlite"), "--executor", "local",
+                 "--workers", "2"]) == 2
     assert "local runs one worker in this process" in capsys.readouterr().err
     assert main(["run", str(p), "--db", str(tmp_path / "x.sqlite"), "--executor", "gpu"]) == 2
     assert "unknown executor 'gpu' (did you mean 'gpus'" in capsys.readouterr().err
