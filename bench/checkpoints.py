@@ -1,7 +1,8 @@
 """The checkpoint cache: one state dict per model key, verified by sha256 before use.
 
-A checkpoint is written atomically (temporary file, then rename) and its sha256 is
-recorded in the database. Loading uses `weights_only=True`. A missing, corrupt or
+A checkpoint is written atomically (temporary file, fsync, then rename) and its sha256 is
+recorded in the database, so on a shared `--results-dir` a worker never sees a
+half-written file under a checkpoint's name, and verifies the bytes before loading them. Loading uses `weights_only=True`. A missing, corrupt or
 mismatched checkpoint is reported to the caller, which retrains: it is never silently used.
 """
 
@@ -31,6 +32,8 @@ def save_checkpoint(model: nn.Module, path: Path) -> str:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save(state, tmp)
+    with open(tmp, "rb+") as f:     # on disk before the name (and the database) points at it
+        os.fsync(f.fileno())
     digest = sha256_file(tmp)
     os.replace(tmp, path)
     return digest

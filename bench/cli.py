@@ -1,4 +1,4 @@
-"""`python -m bench`: run, validate, ls, report, check, baseline, data.
+"""`python -m bench`: run, validate, ls, report, check, baseline, data, workers.
 
 Errors a user can fix (a bad suite.yaml, a missing dataset, a corrupt checkpoint) end
 with one line on stderr and exit status 2; a run in which some cells failed exits 1.
@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "a SQLite database, results/site by default)")
     p.add_argument("--no-report", action="store_true",
                    help="do not render the leaderboard site after the run")
+    from bench import cli_scale
+    cli_scale.add_run_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a suite file and exit (status 2 on the first error)",
@@ -171,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bench import cli_report
     cli_report.add_subcommands(sub)
+    cli_scale.add_subcommands(sub)
     return parser
 
 
@@ -240,17 +243,22 @@ def cmd_ls(args) -> int:
     if args.suite is None:
         from bench.errors import BenchError
         raise BenchError("ls needs a suite file (or --plugins)")
-    from bench import db
+    from bench import cli_scale, db
     suite, cells = _load(args)
     engine = _existing_db(args.db)
-    known = db.result_summaries(engine, [c.key for c in cells]) if engine is not None else {}
+    # running: a live worker holds the cell's model job
+    known = cli_scale.cell_states(engine, cells) if engine is not None else {}
+    summaries = db.result_summaries(engine, [c.key for c in cells]) if engine is not None else {}
     width = max(len(c.id) for c in cells)
     counts: dict[str, int] = {}
     for c in cells:
-        st, n, k = known.get(c.key, ("pending", 0, 0))
+        state = known.get(c.key)
+        st, note = (state.status, state.note) if state is not None else ("pending", "")
         counts[st] = counts.get(st, 0) + 1
+        _, n, k = summaries.get(c.key, ("pending", 0, 0))
         acc = f"{100 * k / n:6.2f}%" if st == "done" and n else ""
-        print(f"{c.id:<{width}}  {st:<7}  {acc:>7}  {c.key[:12]}" + ("  smoke" if c.smoke else ""))
+        print(f"{c.id:<{width}}  {st:<7}  {acc:>7}  {c.key[:12]}" + ("  smoke" if c.smoke else "")
+              + (f"  {note}" if note else ""))
     print(f"{len(cells)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
           + ("" if engine is not None else " (no results database yet)"), file=sys.stderr)
     return 0
@@ -258,8 +266,8 @@ def cmd_ls(args) -> int:
 
 def _ls_plugins() -> int:
     from bench.config import describe_config, presets_of
-    from bench.registry import ATTACKS, DATASETS, DEFENSES, MODELS
-    for reg in (DATASETS, MODELS, DEFENSES, ATTACKS):
+    from bench.registry import ATTACKS, DATASETS, DEFENSES, EXECUTORS, MODELS
+    for reg in (DATASETS, MODELS, DEFENSES, ATTACKS, EXECUTORS):
         print(f"{reg.kind}s:")
         for name, obj in reg.items():
             doc = (obj.__doc__ or "").strip().splitlines()
@@ -300,11 +308,12 @@ def _writable_dir(path: Path, what: str) -> None:
 
 
 def cmd_run(args) -> int:
-    from bench import db
+    from bench import cli_scale, db
     from bench.data import resolve_data_root
     from bench.precision import resolve_device
     from bench.runner import Runner
     suite, cells = _load(args)
+    executor = cli_scale.executor_from_args(args, suite)
     device = resolve_device(args.device)
     data_root = resolve_data_root(args.data_root)
     if data_root.exists() and not data_root.is_dir():
@@ -321,7 +330,10 @@ def cmd_run(args) -> int:
         _writable_dir(site, "the site folder")
     runner = Runner(suite, engine, data_root=data_root, device=device,
                     results_dir=args.results_dir, offline=args.offline, force=args.force,
-                    progress=not args.no_progress and sys.stderr.isatty())
+                    progress=not args.no_progress and sys.stderr.isatty(),
+                    executor=executor, lease_seconds=args.lease, device_request=args.device,
+                    selection={"tags": args.tag, "filters": args.filter, "limit": args.limit,
+                               "seed": args.seed})
     summary = runner.run(cells)
     _print_summary(summary)
     if site is not None:
@@ -430,6 +442,8 @@ def _print_summary(summary) -> None:
         print(f"{'cell':<{w}}  {'robust acc':>10}  {'n':>6}  {'time':>7}  status")
         for r in rows:
             print(f"{r[0]:<{w}}  {r[1]:>10}  {r[2]:>6}  {r[3]:>7}  {r[4]}")
+    from bench import cli_scale
+    cli_scale.print_workers(summary)
     print(f"{len(summary.done)} evaluated, {len(summary.failed)} failed, {summary.skipped} already done; "
           f"trained {len(summary.trained)}, loaded {len(summary.loaded)} model(s) in {summary.seconds:.1f}s "
           f"(run {summary.run_id})")

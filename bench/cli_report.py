@@ -132,7 +132,7 @@ def _report_sources(args: argparse.Namespace) -> tuple[Engine, list[dict], str]:
             raise BenchError(f"no results database at {db_arg} and no suite file {suite} to take "
                              f"the tables from: run `python -m bench run suite.yaml` first, or "
                              f"pass --db or --suite")
-        from bench.runner import record_tables
+        from bench.record import record_tables
         from bench.spec import load_suite
         engine = open_db("sqlite://")
         record_tables(engine, load_suite(suite))

@@ -6,25 +6,33 @@ at once: `kill -9` loses nothing already recorded.
 
 Tables: runs (one per command), models (one per trained model key, with its
 checkpoint's sha256 and training curves), results (one per cell key: outcome per
-sample as a bitmap, provenance), reported (the paper's values from suite.yaml).
+sample as a bitmap, provenance), reported (the paper's values from suite.yaml),
+leases (one per model job a worker holds) and workers (one per worker process): the
+registry is also the coordinator of many workers (`bench.claims`).
+
+Many processes open, migrate and write one database at once: the schema is created and
+migrated under an exclusive lock, results and models are written with an upsert keyed by
+their primary key (`upsert`), and a PostgreSQL URL works like a SQLite path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
                         create_engine, event, inspect, select, text)
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_DB = Path("results") / "bench.sqlite"
 
 
@@ -47,7 +55,9 @@ class RunRecord(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     started: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     ended: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running/done/failed/killed
+    # running/done/failed/interrupted; incomplete (its workers ended before some cells),
+    # submitted (the executor left its workers running)
+    status: Mapped[str] = mapped_column(String(16), default="running")
     command: Mapped[str] = mapped_column(Text, default="")
     suite_path: Mapped[str] = mapped_column(Text, default="")
     suite_sha256: Mapped[str] = mapped_column(String(64), default="")
@@ -79,6 +89,7 @@ class ModelRecord(Base):
     versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)   # who trained it (v3)
 
 
 class ResultRecord(Base):
@@ -113,6 +124,7 @@ class ResultRecord(Base):
     commit: Mapped[str] = mapped_column(String(64), default="")
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)   # who evaluated it (v3)
 
 
 class ReportedValue(Base):
@@ -149,6 +161,50 @@ class TableRecord(Base):
     updated: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class LeaseRecord(Base):
+    """A worker's claim on a model job (train once, evaluate its pending cells).
+
+    One row per model key: the INSERT that creates it, or the UPDATE that takes over an
+    expired one, is the single statement only one worker can win (`bench.claims`). The
+    holder renews `expires` while it works and deletes the row when done. Times are the
+    database server's clock, so workers on many hosts agree on what has expired.
+    """
+
+    __tablename__ = "leases"
+    model_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(255), default="")
+    owner: Mapped[str] = mapped_column(String(255))              # the worker id
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    acquired: Mapped[dt.datetime] = mapped_column(DateTime)
+    heartbeat: Mapped[dt.datetime] = mapped_column(DateTime)
+    expires: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    stage: Mapped[str] = mapped_column(String(255), default="")  # "training", "evaluating 2/6"
+    previous_owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    takeovers: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WorkerRecord(Base):
+    """One worker process: where it runs, who started it, its heartbeat and what it did."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)   # host:pid#token
+    label: Mapped[str] = mapped_column(String(255), default="")      # "gpu 3", "slurm 4242_7"
+    executor: Mapped[str] = mapped_column(String(64), default="")
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    device: Mapped[str] = mapped_column(String(255), default="")
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    lease_seconds: Mapped[float] = mapped_column(Float, default=60.0)
+    started: Mapped[dt.datetime] = mapped_column(DateTime)
+    heartbeat: Mapped[dt.datetime] = mapped_column(DateTime)
+    ended: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running/done/failed/interrupted
+    job: Mapped[str | None] = mapped_column(String(255), nullable=True)  # model name it holds now
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # trained, loaded, cells…
+
+
 # ------------------------------------------------------------------------- per-sample data
 
 def pack_outcomes(outcomes: np.ndarray) -> bytes:
@@ -181,20 +237,105 @@ def unpack_details(blob: bytes | None) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------- engine + schema
 
 OPEN_HINT = "run `python -m bench run suite.yaml` first, or pass --db"
+POSTGRES_HINT = "PostgreSQL needs psycopg: pip install 'bench[postgres]'"
 
 
 def db_url(url_or_path: str | Path | None) -> str:
-    """A SQLAlchemy URL; a plain path means a SQLite file (its folder is not created here)."""
+    """A SQLAlchemy URL; a plain path means a SQLite file (its folder is not created here),
+    and `postgresql://` means psycopg 3 (SQLAlchemy's default driver is psycopg2)."""
     s = str(DEFAULT_DB if url_or_path is None else url_or_path)
-    return s if "://" in s else f"sqlite:///{Path(s).expanduser()}"
+    if "://" not in s:
+        return f"sqlite:///{Path(s).expanduser()}"
+    scheme, rest = s.split("://", 1)
+    return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else s
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")      # first: switching to WAL may wait for a lock
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def make_engine(url_or_path: str | Path | None) -> Engine:
+    """An engine for the URL: SQLite with WAL and a busy timeout; a server with pre-ping, so a
+    connection the server dropped is replaced at checkout instead of failing a query."""
+    url = db_url(url_or_path)
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        from bench.errors import BenchError
+        raise BenchError(f"--db {url_or_path!r} is not a database URL or a path") from None
+    if backend == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    try:
+        return create_engine(url, pool_pre_ping=True, pool_recycle=1800)
+    except ModuleNotFoundError as e:
+        from bench.errors import BenchError
+        raise BenchError(f"cannot open {make_url(url).render_as_string()}: {e.name} is not installed"
+                         + (f"; {POSTGRES_HINT}" if backend == "postgresql" else "")) from None
+
+
+@contextlib.contextmanager
+def exclusive(engine: Engine, name: str) -> Iterator[Connection]:
+    """A transaction no other process holds at the same time under the same name.
+
+    SQLite: BEGIN IMMEDIATE takes the file's write lock (waiting up to the busy timeout).
+    PostgreSQL: a transaction-scoped advisory lock on the name. Other servers: a plain
+    transaction (their callers tolerate the race).
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(name.encode())})
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+def server_now(conn: Connection) -> dt.datetime:
+    """The database server's clock (naive UTC): the one clock all workers of a lease agree on."""
+    name = conn.dialect.name
+    if name == "sqlite":
+        raw = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar_one()
+        return dt.datetime.fromisoformat(raw)
+    if name == "postgresql":
+        return conn.execute(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar_one()
+    return utcnow()
+
+
+def upsert(conn: Connection, record: Base) -> None:
+    """Insert `record`, or overwrite the row with its primary key, in one statement.
+
+    Two workers recording the same cell never duplicate it and never fail on the race
+    (ON CONFLICT DO UPDATE on SQLite and PostgreSQL; a merge elsewhere).
+    """
+    table = record.__table__
+    values = {c.key: getattr(record, c.key) for c in table.columns
+              if getattr(record, c.key) is not None or c.nullable}
+    keys = [c.name for c in table.primary_key.columns]
+    name = conn.dialect.name
+    if name in ("sqlite", "postgresql"):
+        if name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        stmt = insert(table).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys, set_={k: stmt.excluded[k] for k in values if k not in keys})
+        conn.execute(stmt)
+        return
+    from sqlalchemy.orm import Session
+    with Session(bind=conn) as s:
+        s.merge(record)
+        s.flush()
 
 
 def _v1_to_v2(conn) -> None:
@@ -203,8 +344,16 @@ def _v1_to_v2(conn) -> None:
     conn.execute(text("UPDATE reported SET kind = 'paper' WHERE kind IS NULL"))
 
 
+def _v2_to_v3(conn) -> None:
+    """Many workers: results and models say which worker made them (NULL before version 3);
+    the leases and workers tables are created beside them by `create_all`."""
+    for table in ("results", "models"):
+        if "worker" not in {c["name"] for c in inspect(conn).get_columns(table)}:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN worker VARCHAR(255)"))
+
+
 # Migrations: MIGRATIONS[v] takes a connection at schema version v to v + 1.
-MIGRATIONS: dict[int, Callable] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 class SchemaError(BenchError):
@@ -271,7 +420,7 @@ def open_db(url_or_path: str | Path | None = None, *, create: bool = True,
     else:
         _sqlite_file(target, None, create=create, hint=hint)
     try:
-        engine = create_engine(db_url(target), future=True)
+        engine = make_engine(target)
     except NoSuchModuleError:
         name = url.drivername if url is not None else "?"
         raise BenchError(f"--db {shown}: SQLAlchemy has no database dialect {name!r} (use "
@@ -281,10 +430,9 @@ def open_db(url_or_path: str | Path | None = None, *, create: bool = True,
                          f"{getattr(e, 'name', None) or e}, which is not installed") from None
     except (ArgumentError, ValueError, TypeError) as e:
         raise BenchError(f"--db {shown} is not a usable database URL: {_first_line(e)}") from None
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+    from bench.retry import with_retry
     try:
-        _prepare_schema(engine, shown, create=create, hint=hint)
+        with_retry(lambda: _check_schema(engine, shown, create, hint), what=f"opening {shown}")
     except BenchError:
         engine.dispose()
         raise
@@ -298,36 +446,51 @@ def open_db(url_or_path: str | Path | None = None, *, create: bool = True,
     return engine
 
 
-def _prepare_schema(engine: Engine, shown: str, *, create: bool, hint: str) -> None:
-    tables = set(inspect(engine).get_table_names())
+def _schema_state(conn: Connection, url: str) -> tuple[set[str], int | None]:
+    tables = set(inspect(conn).get_table_names())
     if "schema_info" not in tables:
         if "results" in tables:
-            raise SchemaError(f"{shown} has bench tables but no schema version; it was not "
+            raise SchemaError(f"{url} has bench tables but no schema version; it was not "
                               f"written by this version of bench")
-        if tables:
-            listed = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
-            raise SchemaError(f"{shown} is a database of something else (tables {listed}), "
+        bench_tables = set(Base.metadata.tables)
+        if tables - bench_tables:
+            others = sorted(tables - bench_tables)
+            listed = ", ".join(others[:5]) + (", …" if len(others) > 5 else "")
+            raise SchemaError(f"{url} is a database of something else (tables {listed}), "
                               f"not a bench results database; pass --db a new file")
-        if not create:
-            raise SchemaError(f"{shown} is not a bench results database (it is empty): {hint}")
-        Base.metadata.create_all(engine)
-        with Session(engine) as s:
-            s.add(SchemaInfo(id=1, version=SCHEMA_VERSION))
-            s.commit()
+        return tables, None
+    version = conn.execute(text("SELECT version FROM schema_info WHERE id = 1")).scalar_one_or_none()
+    if version is None:      # created by a process that died before writing its version
+        return tables, None
+    if version > SCHEMA_VERSION:
+        raise SchemaError(f"{url} has schema version {version}, newer than this bench "
+                          f"({SCHEMA_VERSION}); upgrade bench")
+    return tables, version
+
+
+def _check_schema(engine: Engine, url: str, create: bool, hint: str = OPEN_HINT) -> None:
+    """Create or migrate the schema. Safe when many processes open a new or old database at
+    the same instant: creation and migration run under `exclusive`, and whoever comes second
+    finds the work done."""
+    with engine.connect() as conn:      # the common case, without a lock: all is in place
+        tables, version = _schema_state(conn, url)
+    if version == SCHEMA_VERSION and set(Base.metadata.tables) <= tables:
         return
-    with engine.begin() as conn:
-        version = conn.execute(text("SELECT version FROM schema_info WHERE id = 1")).scalar()
+    if version is None and not create:
+        raise SchemaError(f"{url} is not a bench results database (it is empty): {hint}")
+    with exclusive(engine, "bench schema") as conn:
+        tables, version = _schema_state(conn, url)     # again: another process may have done it
         if version is None:
-            raise SchemaError(f"{shown} has an empty schema_info table; it was not written "
-                              f"by bench")
-        if version > SCHEMA_VERSION:
-            raise SchemaError(f"{shown} has schema version {version}, newer than this bench "
-                              f"({SCHEMA_VERSION}); upgrade bench")
+            Base.metadata.create_all(conn)
+            conn.execute(text("DELETE FROM schema_info"))
+            conn.execute(text("INSERT INTO schema_info (id, version) VALUES (1, :v)"),
+                         {"v": SCHEMA_VERSION})
+            return
         while version < SCHEMA_VERSION:
             MIGRATIONS[version](conn)
             version += 1
             conn.execute(text("UPDATE schema_info SET version = :v WHERE id = 1"), {"v": version})
-    Base.metadata.create_all(engine)  # tables added by later versions
+        Base.metadata.create_all(conn)  # tables added by later versions
 
 
 def result_status(engine: Engine, keys: list[str]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Plugin registries: datasets, models, defenses and attacks, registered by decorator.
+"""Plugin registries: datasets, models, defenses, attacks and executors, registered by decorator.
 
 A plugin registers under the name suite.yaml uses::
 
@@ -7,8 +7,8 @@ A plugin registers under the name suite.yaml uses::
 
 The engine looks plugins up by the names it reads from suite.yaml and never imports a
 plugin module by name itself: `load_plugins()` imports the plugin packages
-(`datasets` live in `bench.datasets`; `models`, `defenses`, `attacks` are top-level
-packages) and any third-party module advertised under the `bench.plugins` entry-point group.
+(`datasets` live in `bench.datasets`; `models`, `defenses`, `attacks`, `executors` are
+top-level packages) and any third-party module advertised under the `bench.plugins` entry-point group.
 """
 
 from __future__ import annotations
@@ -91,13 +91,15 @@ DATASETS: Registry = Registry("dataset")
 MODELS: Registry = Registry("model")
 DEFENSES: Registry = Registry("defense")
 ATTACKS: Registry = Registry("attack")
+EXECUTORS: Registry = Registry("executor")
 
 register_dataset = DATASETS.register
 register_model = MODELS.register
 register_defense = DEFENSES.register
 register_attack = ATTACKS.register
+register_executor = EXECUTORS.register
 
-PLUGIN_PACKAGES = ("bench.datasets", "models", "defenses", "attacks")
+PLUGIN_PACKAGES = ("bench.datasets", "models", "defenses", "attacks", "executors")
 ENTRY_POINT_GROUP = "bench.plugins"
 _loaded = False
 

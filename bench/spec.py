@@ -20,6 +20,7 @@ Top-level keys:
     matrix:   [{name, tags, models, attacks, eps, eval, smoke, seed, include, exclude}]
     tables:   {NAME: {title, source, order, tags, tolerance, orientation, info, rows, columns,
                       reported, reported_by}}   (bench.tablespec)
+    executors: {NAME: {OPTION: value}}   # options of `run --executor NAME` (docs/scale.md)
 
 `base: OTHER` in a model or attack inherits OTHER's entry, deep-merged under this one.
 
@@ -52,7 +53,7 @@ SUITE_VERSION = 1
 PRECISIONS = ("fp32", "bf16")
 
 TOP_KEYS = {"version", "name", "description", "seed", "precision", "compile", "compile_mode", "defaults",
-            "datasets", "models", "attacks", "matrix", "tables"}
+            "datasets", "models", "attacks", "matrix", "tables", "executors"}
 DATASET_KEYS = {"plugin", "train_subset", "description"}
 MODEL_KEYS = {"dataset", "arch", "arch_config", "defense", "defense_config", "train", "seed",
               "label", "base", "checkpoint", "description"}
@@ -196,6 +197,7 @@ class Suite:
     sha256: str = ""
     tags: set[str] = field(default_factory=set)
     compile_mode: str = "auto"   # torch.compile mode when compile is true (bench.precision)
+    executors: dict[str, dict] = field(default_factory=dict)   # options per executor name
 
 
 def stable_hash(obj: Any) -> str:
@@ -556,9 +558,26 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
         node = ctx.mapping(node, f"tables.{name}", t_node, name)
         tables[name] = parse_table(ctx, name, node, order, models, attacks)
 
+    executors = _executors(ctx, raw)
+
     text_bytes = Path(path).read_bytes() if text is None else text.encode()
     suite = Suite(path, ctx.typed(raw, "name", str, "name", Path(path).stem), seed, precision, compile_,
                   datasets, models, attacks, matrix, tables,
                   sha256=hashlib.sha256(text_bytes).hexdigest(), tags=all_tags,
-                  compile_mode=compile_mode)
+                  compile_mode=compile_mode, executors=executors)
     return suite
+
+
+def _executors(ctx: _Ctx, raw: LineDict) -> dict[str, dict]:
+    """`executors: {slurm: {partition: gpu, time_min: 720}}`: each checked against the
+    executor's typed Config; kept as written (the command line may still override)."""
+    from bench.registry import EXECUTORS
+    node = ctx.mapping(raw.get("executors"), "executors", raw, "executors")
+    out: dict[str, dict] = {}
+    for name, opts in node.items():
+        where = f"executors.{name}"
+        cls = ctx.plugin(EXECUTORS, name, node, name, where)
+        opts = ctx.mapping(opts, where, node, name)
+        ctx.config(cls.Config, opts, node, name, where)
+        out[name] = copy.deepcopy(dict(opts))
+    return out

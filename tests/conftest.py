@@ -74,3 +74,49 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# ---------------------------------------------------------------------- real servers
+# PostgreSQL and a one-node Slurm cluster, started once per session in temporary
+# directories on loopback (tests/services.py); missing binaries skip, or fail under BENCH_CI.
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from tests.services import Postgres, missing, postgres_bindir
+    bindir = postgres_bindir()
+    if bindir is None:
+        missing("PostgreSQL's initdb/pg_ctl not found (apt-get install postgresql)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing("psycopg is not installed (pip install -e '.[postgres]')")
+    server = Postgres(bindir).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(postgres_server, request):
+    """A new, empty database on the session's PostgreSQL server, for one test."""
+    import re
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{os.getpid()}"
+    return postgres_server.create_database(name)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    from tests.services import SlurmCluster, missing, slurm_binaries
+    bins = slurm_binaries()
+    absent = [b for b, p in bins.items() if p is None]
+    if absent:
+        missing(f"Slurm binaries not found: {', '.join(absent)} (apt-get install slurmctld slurmd munge)")
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        missing("submitit is not installed (pip install -e '.[slurm]')")
+    cluster = SlurmCluster(bins)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()

@@ -12,7 +12,7 @@ import pytest
 from bench.cli import build_parser, main
 from bench.config import build_config, presets_of
 from bench.spec import load_suite
-from bench.registry import ATTACKS, DEFENSES, MODELS
+from bench.registry import ATTACKS, DEFENSES, EXECUTORS, MODELS
 from tests.conftest import REPO
 
 
@@ -29,7 +29,7 @@ def _string_constants(path: Path) -> set[str]:
 
 
 def test_the_engine_refers_to_no_plugin_by_name():
-    plugins = set(DEFENSES.names()) | set(ATTACKS.names()) | set(MODELS.names())
+    plugins = set(DEFENSES.names()) | set(ATTACKS.names()) | set(MODELS.names()) | set(EXECUTORS.names())
     # names that are also something else: an English word, the optimizer choice of the
     # training recipe, a library whose version provenance records
     plugins -= {"clean", "sgd", "timm"}
@@ -76,7 +76,7 @@ def test_every_command_explains_itself(capsys):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     commands = [["run"], ["validate"], ["ls"], ["report"], ["check"], ["data", "fetch"],
-                ["data", "verify"], ["baseline", "save"]]
+                ["data", "verify"], ["baseline", "save"], ["workers"]]
     assert {c[0] for c in commands} == set(sub.choices)
     for cmd in commands:
         with pytest.raises(SystemExit) as ei:

@@ -64,8 +64,44 @@ def test_a_version_1_database_gains_the_kind_of_its_reported_values(tmp_path):
     engine.dispose()
     engine = db.open_db(path)
     with engine.connect() as c:
-        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == 2
+        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == db.SCHEMA_VERSION
         assert c.execute(text("SELECT kind, value FROM reported")).one() == ("paper", 99.0)
+
+
+def test_a_version_2_database_gains_leases_workers_and_who_made_each_result(tmp_path):
+    """Version 2 → 3: the coordination tables appear, results and models gain `worker`
+    (NULL for what was recorded before), and the old rows are kept."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+    path = tmp_path / "v2.sqlite"
+    engine = db.open_db(path)
+    with Session(engine) as s:     # a result recorded by version 2
+        s.add(db.ResultRecord(cell_key="k", cell_id="d/m/clean", model_key="mk", model_name="m",
+                              dataset="d", attack="clean", attack_plugin="clean", norm="linf",
+                              eps_literal="0", eps=0.0, n=4, n_correct=3, config={}, status="done"))
+        s.commit()
+    with engine.begin() as c:      # make it a version-2 file
+        c.execute(text("DROP TABLE leases"))
+        c.execute(text("DROP TABLE workers"))
+        c.execute(text("ALTER TABLE results DROP COLUMN worker"))
+        c.execute(text("ALTER TABLE models DROP COLUMN worker"))
+        c.execute(text("UPDATE schema_info SET version = 2"))
+    engine.dispose()
+    assert "worker" not in {col["name"] for col in inspect(create_engine(f"sqlite:///{path}"))
+                            .get_columns("results")}
+    engine = db.open_db(path)
+    insp = inspect(engine)
+    assert {"leases", "workers"} <= set(insp.get_table_names())
+    assert "worker" in {col["name"] for col in insp.get_columns("results")}
+    assert "worker" in {col["name"] for col in insp.get_columns("models")}
+    with engine.connect() as c:
+        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == 3
+        assert c.execute(text("SELECT cell_id, n_correct, worker FROM results")).one() == ("d/m/clean", 3, None)
+
+
+def test_postgresql_urls_use_psycopg_3():
+    assert db.db_url("postgresql://bench@db-host/bench") == "postgresql+psycopg://bench@db-host/bench"
+    assert db.db_url("postgresql+psycopg2://u@h/d") == "postgresql+psycopg2://u@h/d"
 
 
 def test_outcome_bitmaps_round_trip():

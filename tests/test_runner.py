@@ -250,7 +250,8 @@ def test_kill_9_loses_nothing_and_the_next_run_resumes(tmp_path, data_root):
     p.write_text(SLOW)
     dbp = tmp_path / "k.sqlite"
     cmd = [sys.executable, "-m", "bench", "run", str(p), "--db", str(dbp), "--data-root",
-           str(data_root), "--results-dir", str(tmp_path / "res"), "--device", "cpu"]
+           str(data_root), "--results-dir", str(tmp_path / "res"), "--device", "cpu",
+           "--lease", "3"]        # the killed run's claim expires 3 s after its last heartbeat
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     engine = db.open_db(dbp)
