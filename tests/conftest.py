@@ -7,6 +7,7 @@ test. `.ci/run` points $BENCH_DATA_ROOT at ../shared/data."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
