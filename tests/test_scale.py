@@ -106,7 +106,9 @@ def four(tmp_path, data_root):
 def test_four_workers_into_postgresql_match_one_local_run(four, tmp_path, data_root, pg_url, capsys):
     common = ["--data-root", data_root, "--device", "cpu", "--no-progress"]
     ref_db = tmp_path / "ref.sqlite"
+    t_ref = time.time()
     run_ok(bench("run", four, "--db", ref_db, "--results-dir", tmp_path / "ref", *common))
+    t_ref = time.time() - t_ref
 
     t0 = time.time()
     proc = subprocess.Popen(bench("run", four, "--db", pg_url, "--results-dir", tmp_path / "shared",
@@ -128,7 +130,11 @@ def test_four_workers_into_postgresql_match_one_local_run(four, tmp_path, data_r
     finally:
         if proc.poll() is None:
             proc.kill()
+    t_four = time.time() - t0
     assert proc.returncode == 0, err[-3000:]
+    with capsys.disabled():      # for the record (pytest -s): wall times and the listing
+        print(f"\n1 local worker: {t_ref:.1f} s; 4 workers into PostgreSQL: {t_four:.1f} s")
+        print("bench ls during the 4-worker run:\n" + listing)
     assert "started 4 worker process(es) on the CPU" in err
     assert "4 worker(s):" in out                        # the summary says who did what
 
