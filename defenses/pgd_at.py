@@ -46,6 +46,13 @@ class PGDAT(Defense):
                            "inner_mode": "eval"},
             "cifar_linf": {"norm": "linf", "eps": "8/255", "step_size": "2/255", "steps": 10},
             "cifar_l2": {"norm": "l2", "eps": 0.435, "step_size": 0.0435, "steps": 10},
+            # Madry et al.'s CIFAR-10 model (MadryLab/cifar10_challenge config.json: ε 8,
+            # k 7 steps of a = 2, in 0–255 pixels): Table 3's PGD-AT row.
+            "cifar_linf_madry": {"norm": "linf", "eps": "8/255", "step_size": "2/255",
+                                 "steps": 7},
+            # MMA's PGD-AT baselines at ε2 = 1 (BorealisAI/mma_training: nb_iter 10, eps_iter
+            # 2.5·ε/nb_iter = 0.25): Table 4's PGD-AT row ("pretrained models of MMA and PGD-AT").
+            "cifar_l2_mma": {"norm": "l2", "eps": 1, "step_size": 0.25, "steps": 10},
         }
 
         norm: Literal["linf", "l2"] = "linf"
