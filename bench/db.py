@@ -271,12 +271,7 @@ def make_engine(url_or_path: str | Path | None) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    try:
-        return create_engine(url, pool_pre_ping=True, pool_recycle=1800)
-    except ModuleNotFoundError as e:
-        from bench.errors import BenchError
-        raise BenchError(f"cannot open {make_url(url).render_as_string()}: {e.name} is not installed"
-                         + (f"; {POSTGRES_HINT}" if backend == "postgresql" else "")) from None
+    return create_engine(url, pool_pre_ping=True, pool_recycle=1800)   # open_db words a missing driver
 
 
 @contextlib.contextmanager
@@ -426,8 +421,10 @@ def open_db(url_or_path: str | Path | None = None, *, create: bool = True,
         raise BenchError(f"--db {shown}: SQLAlchemy has no database dialect {name!r} (use "
                          f"sqlite:///FILE, postgresql://…, mysql://… or a file path)") from None
     except ImportError as e:
+        postgres = url is not None and url.get_backend_name() == "postgresql"
         raise BenchError(f"--db {shown} needs the database driver module "
-                         f"{getattr(e, 'name', None) or e}, which is not installed") from None
+                         f"{getattr(e, 'name', None) or e}, which is not installed"
+                         + (f" ({POSTGRES_HINT})" if postgres else "")) from None
     except (ArgumentError, ValueError, TypeError) as e:
         raise BenchError(f"--db {shown} is not a usable database URL: {_first_line(e)}") from None
     from bench.retry import with_retry
