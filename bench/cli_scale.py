@@ -21,7 +21,7 @@ RAW = argparse.RawDescriptionHelpFormatter
 WORKERS_EPILOG = """\
 examples:
   python -m bench workers
-  python -m bench workers --db postgresql://bench@db-host/bench --all
+  python -m bench workers --db results/bench.sqlite --all
 
 A worker is live while its heartbeat is younger than its lease; a worker that stopped
 beating without signing off (killed, its node lost) is dead, and the model job it held

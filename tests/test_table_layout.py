@@ -165,7 +165,7 @@ def test_bad_layouts_are_located_errors(tmp_path, old, new, needle, message):
     assert ei.value.line == line, str(ei.value)
 
 
-def test_a_fresh_clone_renders_the_committed_baselines(recorded, tmp_path, capsys):
+def test_a_fresh_clone_renders_the_committed_baselines(recorded, tmp_path, capsys, monkeypatch):
     """No database: the tables come from the suite and the committed baseline's cells
     (with their models' training provenance) fill them, exactly as the database did."""
     from bench.check import save_baseline
@@ -179,15 +179,18 @@ def test_a_fresh_clone_renders_the_committed_baselines(recorded, tmp_path, capsy
     base_dir = tmp_path / "baselines"
     save_baseline(engine, "published", out_dir=base_dir)
     out = tmp_path / "fresh-site"
-    assert main(["report", "--out", str(out), "--db", str(tmp_path / "absent.sqlite"),
-                 "--suite", str(suite.path), "--baselines-dir", str(base_dir)]) == 0
+    monkeypatch.chdir(tmp_path)     # a fresh clone: the default database does not exist
+    assert main(["report", "--out", str(out), "--suite", str(suite.path),
+                 "--baselines-dir", str(base_dir)]) == 0
     said = capsys.readouterr().out
     assert "no database at" in said and "1 committed baseline(s) (4 cells)" in said
     html = (out / table_page("tab")).read_text()
     _, inner = cell_html(html, "c-1-1")
     assert "60.00" in inner and "paper 61.00" in inner
     assert "best epoch 3" in html
-    assert not (tmp_path / "absent.sqlite").exists()        # the report writes no database
+    assert not (tmp_path / "results" / "bench.sqlite").exists()   # the report writes no database
+    # a database named with --db must exist: a typo is not a fresh clone
+    assert main(["report", "--out", str(out), "--db", str(tmp_path / "typo.sqlite")]) == 2
     # with a database, the baseline adds nothing it already holds (no duplicate "2×")
     site = render_site(engine, tmp_path / "again", [__import__("json").loads(
         (base_dir / "published.json").read_text())]).parent
