@@ -262,11 +262,7 @@ def make_engine(url_or_path: str | Path | None) -> Engine:
     """An engine for the URL: SQLite with WAL and a busy timeout; a server with pre-ping, so a
     connection the server dropped is replaced at checkout instead of failing a query."""
     url = db_url(url_or_path)
-    try:
-        backend = make_url(url).get_backend_name()
-    except ArgumentError:
-        from bench.errors import BenchError
-        raise BenchError(f"--db {url_or_path!r} is not a database URL or a path") from None
+    backend = make_url(url).get_backend_name()     # open_db has checked the URL parses
     if backend == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -488,18 +484,6 @@ def _check_schema(engine: Engine, url: str, create: bool, hint: str = OPEN_HINT)
             version += 1
             conn.execute(text("UPDATE schema_info SET version = :v WHERE id = 1"), {"v": version})
         Base.metadata.create_all(conn)  # tables added by later versions
-
-
-def result_status(engine: Engine, keys: list[str]) -> dict[str, str]:
-    """status ('done'/'failed') of each cell key present in the database."""
-    out: dict[str, str] = {}
-    with Session(engine) as s:
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            for key, status in s.execute(select(ResultRecord.cell_key, ResultRecord.status)
-                                         .where(ResultRecord.cell_key.in_(chunk))):
-                out[key] = status
-    return out
 
 
 def result_summaries(engine: Engine, keys: list[str]) -> dict[str, tuple[str, int, int]]:
