@@ -32,3 +32,24 @@ class CheckpointError(BenchError):
 
 class PluginError(BenchError):
     """A plugin misused (unknown name, bad config) outside of a suite file."""
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), 0x7f, *range(0x80, 0xa0)] if c != 0x09}
+
+
+def printable(text: object) -> str:
+    """`text` with control characters (terminal escape sequences, carriage returns, NULs)
+    shown escaped, so a name from a foreign suite or file cannot rewrite the terminal."""
+    return str(text).translate(_CONTROL)
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception as one printable line: a BenchError's sentence as it is, anything else
+    as `Type: first line of its message`, cut at `limit` characters."""
+    if isinstance(e, BenchError):
+        text = str(e)
+    else:
+        lines = str(e).strip().splitlines()
+        text = f"{type(e).__name__}: {lines[0]}" if lines and lines[0].strip() else type(e).__name__
+    text = printable(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
