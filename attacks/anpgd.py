@@ -33,7 +33,7 @@ on the sphere.
 Defaults: MNIST ℓ∞ with d_max 0.45 (`config.py` LinfMNIST: test_eps 0.3, test_eps_iter
 0.01, nb_iter 40; rand_init; attack_maxeps 1.05·0.45). MNIST ℓ2: pgd_eps 2, step_size
 0.125, steps 40 (L2MNIST). CIFAR-10: steps 10, ℓ∞ 8/255 step 2/255, ℓ2 1 step 0.25.
-The random start and the ℓ2 step are `bench.perturb`'s (see `defenses/mma.py`).
+The random start and the ℓ2 step are `bench.plugins.perturb`'s (see `defenses/mma.py`).
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from typing import Literal
 
 import torch
 
-from bench.attack import Attack
-from bench.eps import parse_eps
-from bench.perturb import pgd_ascent, random_init
-from bench.registry import register_attack
+from bench.plugins.attack import Attack
+from bench.suite.eps import parse_eps
+from bench.plugins.perturb import pgd_ascent, random_init
+from bench.plugins.registry import register_attack
 from defenses.mma import bisection_search, logit_margin, soft_logit_margin
 
 

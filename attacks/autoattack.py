@@ -22,9 +22,9 @@ from typing import Literal
 
 import torch
 
-from bench.attack import Attack
+from bench.plugins.attack import Attack
 from bench.errors import BenchError
-from bench.registry import register_attack
+from bench.plugins.registry import register_attack
 
 _NORMS = {"linf": "Linf", "l2": "L2"}
 
@@ -42,7 +42,7 @@ def _autoattack_class():
 class AutoAttackStandard(Attack):
     """Standard AutoAttack (pyautoattack); seed 0, Linf, version standard."""
 
-    strength = 100   # the reference: strongest declared attack (see bench.sanity)
+    strength = 100   # the reference: strongest declared attack (see bench.run.sanity)
 
     @dataclass
     class Config:

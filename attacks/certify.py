@@ -28,8 +28,8 @@ from typing import Literal, Sequence
 import torch
 from scipy.stats import beta, binomtest, norm as normal
 
-from bench.attack import Attack
-from bench.registry import register_attack
+from bench.plugins.attack import Attack
+from bench.plugins.registry import register_attack
 
 ABSTAIN = -1
 

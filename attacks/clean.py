@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bench.attack import Attack
-from bench.registry import register_attack
+from bench.plugins.attack import Attack
+from bench.plugins.registry import register_attack
 
 
 @register_attack("clean")

@@ -35,8 +35,8 @@ from typing import ClassVar, Literal
 
 import torch
 
-from bench.attack import Attack, predict
-from bench.registry import register_attack
+from bench.plugins.attack import Attack, predict
+from bench.plugins.registry import register_attack
 
 
 @register_attack("cw_l2")
@@ -46,7 +46,7 @@ class CWL2(Attack):
 
     version = "2"   # 2: the authors' budget (was 9 × 100 at 0.05, now the `fast` preset)
     minimization = True
-    strength = 50   # a full-strength ℓ2 attack tier (see bench.sanity), below AutoAttack
+    strength = 50   # a full-strength ℓ2 attack tier (see bench.run.sanity), below AutoAttack
 
     @dataclass
     class Config:

@@ -18,15 +18,15 @@ from typing import Literal
 import torch
 
 from attacks.pgd import PGD, cw_margin_loss
-from bench.eps import parse_eps
-from bench.registry import register_attack
+from bench.suite.eps import parse_eps
+from bench.plugins.registry import register_attack
 
 
 @register_attack("cw_linf")
 class CWLinf(PGD):
     """PGD-k on the CW margin loss; defaults: κ 50, 20 steps of 0.003, random start."""
 
-    strength = 50   # same tier as PGD (see bench.sanity): a fixed-budget gradient attack
+    strength = 50   # same tier as PGD (see bench.run.sanity): a fixed-budget gradient attack
 
     @dataclass
     class Config:

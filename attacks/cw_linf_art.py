@@ -52,9 +52,9 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from bench.attack import Attack
+from bench.plugins.attack import Attack
 from bench.errors import BenchError
-from bench.registry import register_attack
+from bench.plugins.registry import register_attack
 
 
 def _art():

@@ -57,8 +57,8 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from bench.attack import Attack
-from bench.registry import register_attack
+from bench.plugins.attack import Attack
+from bench.plugins.registry import register_attack
 
 SMOOTHER = 0.999999   # ART's `_tanh_smoother`: keeps arctanh finite at the box's ends
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bench.attack import Attack
-from bench.registry import register_attack
+from bench.plugins.attack import Attack
+from bench.plugins.registry import register_attack
 
 
 @register_attack("deepfool")
@@ -26,7 +26,7 @@ class DeepFool(Attack):
     """DeepFool (Foolbox); defaults are Foolbox's: 50 steps, 10 candidates, overshoot 0.02."""
 
     minimization = True
-    strength = 10   # a one-shot linearisation attack, weaker than PGD (see bench.sanity)
+    strength = 10   # a one-shot linearisation attack, weaker than PGD (see bench.run.sanity)
 
     @dataclass
     class Config:

@@ -23,10 +23,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from bench.attack import Attack
-from bench.eps import parse_eps
-from bench.perturb import pgd_ascent, random_init
-from bench.registry import register_attack
+from bench.plugins.attack import Attack
+from bench.suite.eps import parse_eps
+from bench.plugins.perturb import pgd_ascent, random_init
+from bench.plugins.registry import register_attack
 
 
 def relative_step(text: str) -> float | None:
@@ -60,7 +60,7 @@ def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float) -> torch
 class PGD(Attack):
     """PGD-k with a uniform random start; defaults are the TRADES CIFAR-10 PGD-20 protocol."""
 
-    strength = 50  # a fixed-budget multi-step gradient attack (bench.sanity's tiers)
+    strength = 50  # a fixed-budget multi-step gradient attack (bench.run.sanity's tiers)
 
     @dataclass
     class Config:

@@ -50,12 +50,12 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from attacks.pgd import PGD  # noqa: E402
-from bench.config import build_config  # noqa: E402
-from bench.data import DeviceData, augment_batch  # noqa: E402
-from bench.defense import StepContext  # noqa: E402
-from bench.modeling import build_model  # noqa: E402
-from bench.precision import Policy, device_name, frozen_parameters, resolve_device  # noqa: E402
-from bench.registry import DATASETS, DEFENSES  # noqa: E402
+from bench.plugins.config import build_config  # noqa: E402
+from bench.data.read import DeviceData, augment_batch  # noqa: E402
+from bench.plugins.defense import StepContext  # noqa: E402
+from bench.plugins.model import build_model  # noqa: E402
+from bench.run.precision import Policy, device_name, frozen_parameters, resolve_device  # noqa: E402
+from bench.plugins.registry import DATASETS, DEFENSES  # noqa: E402
 
 EPS, STEP, STEPS = 8 / 255, 2 / 255, 20
 DATASET_OF = {"small_cnn": "mnist", "resnet20": "cifar10", "wrn34_10": "cifar10"}
@@ -390,7 +390,7 @@ def eval_runner(variant: str, base: nn.Module, x, y, device: str, compile_mode: 
     attack = PGD(PGD.Config(steps=STEPS, step_size=STEP))
 
     def run():
-        with frozen_parameters(net):   # as bench.evaluate runs attacks
+        with frozen_parameters(net):   # as bench.run.evaluate runs attacks
             return attack.perturb(net, x, y, EPS)
     return run, pol.describe(model)
 
@@ -455,7 +455,7 @@ def train_runner(variant: str, defense_name: str, base: nn.Module, data_u8: torc
                               autocast=contextlib.nullcontext, num_classes=10,
                               dataset_size=CIFAR_TRAIN_SIZE)
             loss_sum += defense.train_step(net, opt, xb, yb, ctx).float()
-        return loss_sum.item()   # read once, as bench.train does per epoch
+        return loss_sum.item()   # read once, as bench.run.train does per epoch
     return run, pol.describe(model)
 
 
@@ -541,7 +541,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train-batch", type=int)
     ap.add_argument("--train-batches", type=int, help="timed training batches per repetition")
     ap.add_argument("--reps", type=int)
-    ap.add_argument("--compile-mode", default="auto", help="the fast path's compile mode (bench.precision)")
+    ap.add_argument("--compile-mode", default="auto", help="the fast path's compile mode (bench.run.precision)")
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")

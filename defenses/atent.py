@@ -18,7 +18,7 @@ One weight update (`loss`, one backward through the K training forwards, one opt
   with g = ∇ₓ CE(f(x′ₖ), y), η′ = `step_size`, ε = `noise`, γ = `gamma`;
 * D(g), the gradient inside the chain: the paper writes the raw batch-mean gradient
   (schematic); the code steps along the per-sample ℓ2-normalised gradient (ℓ2) or its
-  sign (ℓ∞) — *paper schematic; code* (`bench.perturb.ascent_step`);
+  sign (ℓ∞) — *paper schematic; code* (`bench.plugins.perturb.ascent_step`);
 * the pull (ℓ2 only): the paper's γ(x − x′) is inside η′·dx′ (`pull: paper`); the code adds
   γ·(x − x′) without η′ (`pull: code`, `_langevin_samples`). Algorithm 2 and the code have
   no pull for ℓ∞, so for ℓ∞ γ only sets the radius 1/γ;
@@ -97,10 +97,10 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from bench.defense import Defense, crafting
-from bench.eps import parse_eps
-from bench.perturb import ascent_step, project as project_ball, project_delta
-from bench.registry import register_defense
+from bench.plugins.defense import Defense, crafting
+from bench.suite.eps import parse_eps
+from bench.plugins.perturb import ascent_step, project as project_ball, project_delta
+from bench.plugins.registry import register_defense
 
 INV_GAMMA_NEEDS_GAMMA = ("radius: inv_gamma (the paper's 1/γ) is infinite for gamma = 0, and "
                          "init: paper or a projection needs it: set gamma > 0 or radius: eps")

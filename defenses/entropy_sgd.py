@@ -89,8 +89,8 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from bench.defense import Defense
-from bench.registry import register_defense
+from bench.plugins.defense import Defense
+from bench.plugins.registry import register_defense
 
 _PAPER = {"L": 5, "gamma0": 1e-3, "gamma1": 0.0, "inner_batches": "same",
           "inner_momentum": 0.0, "outer_gamma": True}

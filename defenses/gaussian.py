@@ -32,8 +32,8 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from bench.defense import Defense
-from bench.registry import register_defense
+from bench.plugins.defense import Defense
+from bench.plugins.registry import register_defense
 from defenses.trades import TRADES
 
 

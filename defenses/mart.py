@@ -32,10 +32,10 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from bench.defense import Defense, crafting
-from bench.eps import parse_eps
-from bench.perturb import pgd_ascent
-from bench.registry import register_defense
+from bench.plugins.defense import Defense, crafting
+from bench.suite.eps import parse_eps
+from bench.plugins.perturb import pgd_ascent
+from bench.plugins.registry import register_defense
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ with the largest mean AN-PGD margin `val_avgeps`. That is the generic loop's ear
 with the `anpgd` attack (`attacks/anpgd.py`) and `grid: N` up to eps = 1.05·d_max: the
 mean robust accuracy over N evenly spaced ε in (0, 1.05·d_max] is the mean margin capped
 at 1.05·d_max, divided by it, within 1/N (see `attacks/anpgd.py`). The loop holds out a
-fixed pseudo-random 5,000 (`bench.data.carve_validation`), not the first 5,000.
+fixed pseudo-random 5,000 (`bench.data.read.carve_validation`), not the first 5,000.
 
 Where this file differs from the reference:
 * `search_mode`: the reference runs the PGD in eval mode but the bisection (and the
@@ -58,7 +58,7 @@ Where this file differs from the reference:
   the default here ("train"); "eval" runs the search in eval mode;
 * the boundary point x + ε·u is clamped to [0, 1] (the reference returns it unclamped,
   although its bisection evaluated the margins at the clamped points);
-* the ℓ2 random start and projection are the shared `bench.perturb` ones (uniform in the
+* the ℓ2 random start and projection are the shared `bench.plugins.perturb` ones (uniform in the
   ball; ball then box) where advertorch starts from a box-uniform point clamped to the
   ball and clamps box then ball;
 * the bisection runs under `torch.no_grad()` (the reference builds unused graphs).
@@ -72,10 +72,10 @@ from typing import Callable, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from bench.defense import Defense
-from bench.eps import parse_eps
-from bench.perturb import ascent_step, project, random_init
-from bench.registry import register_defense
+from bench.plugins.defense import Defense
+from bench.suite.eps import parse_eps
+from bench.plugins.perturb import ascent_step, project, random_init
+from bench.plugins.registry import register_defense
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:

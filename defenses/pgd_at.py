@@ -25,10 +25,10 @@ from typing import ClassVar, Literal
 
 import torch.nn.functional as F
 
-from bench.defense import Defense, crafting
-from bench.eps import parse_eps
-from bench.perturb import pgd_ascent, random_init
-from bench.registry import register_defense
+from bench.plugins.defense import Defense, crafting
+from bench.suite.eps import parse_eps
+from bench.plugins.perturb import pgd_ascent, random_init
+from bench.plugins.registry import register_defense
 
 
 @register_defense("pgd_at")

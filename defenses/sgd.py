@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from bench.defense import Defense
-from bench.registry import register_defense
+from bench.plugins.defense import Defense
+from bench.plugins.registry import register_defense
 
 
 @register_defense("sgd")

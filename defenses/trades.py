@@ -39,10 +39,10 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from bench.defense import Defense, crafting
-from bench.eps import parse_eps
-from bench.perturb import ascent_step, norms, pgd_ascent, project_delta
-from bench.registry import register_defense
+from bench.plugins.defense import Defense, crafting
+from bench.suite.eps import parse_eps
+from bench.plugins.perturb import ascent_step, norms, pgd_ascent, project_delta
+from bench.plugins.registry import register_defense
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:

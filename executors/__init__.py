@@ -1,1 +1,1 @@
-"""Executors: one file per engine that starts a run's workers (`bench.executor`)."""
+"""Executors: one file per engine that starts a run's workers (`bench.plugins.executor`)."""

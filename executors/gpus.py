@@ -1,6 +1,6 @@
 """gpus: one worker process per visible GPU on this machine, each pinned to its GPU.
 
-Each worker is `python -m bench.worker` with CUDA_VISIBLE_DEVICES set to one GPU, so it
+Each worker is `python -m bench.run.worker` with CUDA_VISIBLE_DEVICES set to one GPU, so it
 sees that GPU as cuda:0 (one process drives one GPU: DESIGN.md, Scale). `workers` above
 the number of GPUs shares them round-robin; on a machine without GPUs, `workers` CPU
 processes (the default is one). CPU workers keep torch's default thread count, as a
@@ -18,8 +18,8 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
-from bench.executor import Executor, LaunchContext, bench_root, python, write_private
-from bench.registry import register_executor
+from bench.plugins.executor import Executor, LaunchContext, bench_root, python, write_private
+from bench.plugins.registry import register_executor
 
 
 def visible_gpus() -> list[str]:
@@ -65,7 +65,7 @@ class GPUs(Executor):
             path = plan_file.with_name(f"run-{ctx.plan.run_id}-{i}.json")
             files.append(path)
             write_private(path, plan.replace(label=label).to_json())   # the URL may hold a password
-            procs.append(subprocess.Popen([python(), "-m", "bench.worker", str(path)], env=env))
+            procs.append(subprocess.Popen([python(), "-m", "bench.run.worker", str(path)], env=env))
         ctx.out(f"started {n} worker process(es) on " + (f"GPU(s) {', '.join(gpus)}" if gpus else "the CPU")
                 + ": pids " + " ".join(str(p.pid) for p in procs))
         try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.errors import BenchError
-from bench.executor import Executor, LaunchContext
-from bench.registry import register_executor
+from bench.plugins.executor import Executor, LaunchContext
+from bench.plugins.registry import register_executor
 
 
 @register_executor("local")

@@ -5,7 +5,7 @@ bench, decides where and when each worker runs. submitit (facebookincubator/subm
 writes the sbatch script, pickles the worker call, submits it as a job array and reads
 back its result; it is a small, maintained, pure-Python package in wide research use, so
 bench keeps no sbatch templates of its own. Each array task is one worker that claims
-model jobs from the shared database until none is left (`bench.worker`): a task that hits
+model jobs from the shared database until none is left (`bench.run.worker`): a task that hits
 its time limit or dies with its node leaves a lease that expires, and another task (or
 the next run) takes the job over from its last epoch checkpoint.
 
@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.errors import BenchError
-from bench.executor import Executor, LaunchContext, bench_root
-from bench.registry import register_executor
+from bench.plugins.executor import Executor, LaunchContext, bench_root
+from bench.plugins.registry import register_executor
 
 
 def slurm_worker(plan) -> dict:
     """One array task: the worker loop, labelled with its Slurm job id."""
     import submitit
-    from bench.worker import _interrupt_on_sigterm, run_worker
+    from bench.run.worker import _interrupt_on_sigterm, run_worker
     try:
         job = submitit.JobEnvironment()
         label = f"slurm {job.job_id}"

@@ -38,8 +38,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import nn
 
-from bench.modeling import ModelPlugin, Normalize, init_conv_bn_
-from bench.registry import register_model
+from bench.plugins.model import ModelPlugin, Normalize, init_conv_bn_
+from bench.plugins.registry import register_model
 
 COHEN_CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)   # locuslab/smoothing code/datasets.py
 COHEN_CIFAR10_STD = (0.2023, 0.1994, 0.2010)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from bench.modeling import ModelPlugin
-from bench.registry import register_model
+from bench.plugins.model import ModelPlugin
+from bench.plugins.registry import register_model
 
 
 class SmallCNNNet(nn.Module):

@@ -2,7 +2,7 @@
 
 Builds `timm.create_model(name, pretrained=False, num_classes=info.num_classes,
 in_chans=C, **kwargs)`; weights are never downloaded (`pretrained` is refused in kwargs;
-start from weights with `bench.external.load_external_checkpoint`). A pretrained tag
+start from weights with `bench.checkpoints.foreign.load_external_checkpoint`). A pretrained tag
 (`resnet18.a1_in1k`) is accepted and only picks timm's config for that tag.
 
 Input size: timm models are sized for ImageNet. Models whose constructor takes `img_size`
@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from bench.errors import PluginError
-from bench.modeling import ModelPlugin, Normalize
-from bench.registry import register_model
+from bench.plugins.model import ModelPlugin, Normalize
+from bench.plugins.registry import register_model
 
 _RESERVED = ("pretrained", "num_classes", "in_chans")
 

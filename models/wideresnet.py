@@ -42,8 +42,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from bench.modeling import ModelPlugin, Normalize, init_conv_bn_
-from bench.registry import register_model
+from bench.plugins.model import ModelPlugin, Normalize, init_conv_bn_
+from bench.plugins.registry import register_model
 
 
 class BasicBlock(nn.Module):

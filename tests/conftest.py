@@ -1,7 +1,7 @@
 """Shared fixtures. The datasets are where `bench` looks for them: `pytest --data-root DIR`,
 else $BENCH_DATA_ROOT, else the per-user cache ~/.cache/bench/data
-(`bench.data.resolve_data_root`). A dataset missing there is fetched and verified the way
-`python -m bench data fetch` does (`bench.fetch.fetch_dataset`), at most once per test
+(`bench.data.read.resolve_data_root`). A dataset missing there is fetched and verified the way
+`python -m bench data fetch` does (`bench.data.fetch.fetch_dataset`), at most once per test
 session and, through the fetch's file lock, once per machine: a fresh clone runs every
 test. `.ci/run` points $BENCH_DATA_ROOT at ../shared/data."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.data import resolve_data_root
+from bench.data.read import resolve_data_root
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def ensure_dataset(root: Path, name: str) -> Path:
     """`root` with `name` present and verified (fetched if needed), or the test fails with
     the fetch's one-line reason (remembered: a failed fetch is not retried per test)."""
     if name not in _READY:
-        from bench.fetch import fetch_dataset
+        from bench.data.fetch import fetch_dataset
         try:
             fetch_dataset(name, root)
             _READY[name] = None

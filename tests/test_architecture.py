@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import build_parser, main
-from bench.config import build_config, presets_of
-from bench.spec import load_suite
-from bench.registry import ATTACKS, DEFENSES, EXECUTORS, MODELS
+from bench.cli.main import build_parser, main
+from bench.plugins.config import build_config, presets_of
+from bench.suite.spec import load_suite
+from bench.plugins.registry import ATTACKS, DEFENSES, EXECUTORS, MODELS
 from tests.conftest import REPO
 
 

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from scipy.stats import binom, norm as normal
 from torch import nn
 
-from bench import sanity
-from bench.attack import Attack
-from bench.data import load_split
+from bench.run import sanity
+from bench.plugins.attack import Attack
+from bench.data.read import load_split
 from bench.errors import BenchError
-from bench.perturb import ascent_step, norms, project, random_init
+from bench.plugins.perturb import ascent_step, norms, project, random_init
 
 from attacks.anpgd import ANPGDForTest
 from attacks.atent import ATENTAttack

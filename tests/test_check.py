@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session
 
-from bench import check
-from bench.check import compare, check_paper, load_baseline, save_baseline
-from bench.cli_report import build_parser, main
-from bench.db import open_db, unpack_outcomes
+from bench.leaderboard import check
+from bench.leaderboard.check import compare, check_paper, load_baseline, save_baseline
+from bench.cli.report import build_parser, main
+from bench.db.database import open_db, unpack_outcomes
 from bench.errors import BenchError
 from test_report import EVIL, add_result, correct_range, make_db
 
@@ -146,7 +146,7 @@ def test_z_test_when_outcomes_are_missing(tmp_path):
     base = baseline_for(tmp_path, [{"cell_id": "c", "correct": outcomes(1000, 900)}])
     engine = db_with(tmp_path / "cur.sqlite", [{"cell_id": "c", "correct": outcomes(1000, 800)}])
     with Session(engine) as s:
-        from bench.db import ResultRecord
+        from bench.db.database import ResultRecord
         r = s.query(ResultRecord).one()
         r.outcomes = None
         s.commit()

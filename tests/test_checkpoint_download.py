@@ -24,15 +24,15 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bench import db
-from bench.checkpoints import sha256_file
-from bench.cli import main
-from bench.data import load_split
-from bench.download import MANIFEST, RemoteCheckpoint, cache_name, fetch_checkpoint, read_manifest
+from bench.db import database as db
+from bench.checkpoints.cache import sha256_file
+from bench.cli.main import main
+from bench.data.read import load_split
+from bench.checkpoints.download import MANIFEST, RemoteCheckpoint, cache_name, fetch_checkpoint, read_manifest
 from bench.errors import CheckpointError, SuiteError
-from bench.modeling import build_model
-from bench.registry import DATASETS
-from bench.spec import load_suite
+from bench.plugins.model import build_model
+from bench.plugins.registry import DATASETS
+from bench.suite.spec import load_suite
 
 N = 64
 
@@ -387,7 +387,7 @@ def test_a_download_never_leaves_a_half_file_in_place(server, tmp_path, monkeypa
     final = cache / cache_name(url)
     import sys
 
-    import bench.download as dl
+    import bench.checkpoints.download as dl
     monkeypatch.setattr(dl, "CHUNK", 4096)
     seen = []
 

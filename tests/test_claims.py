@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
-from bench import db
-from bench.claims import Claims, leases, new_worker_id
-from bench.retry import with_retry
+from bench.db import database as db
+from bench.db.claims import Claims, leases, new_worker_id
+from bench.db.retry import with_retry
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

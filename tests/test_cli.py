@@ -18,8 +18,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from bench import db
-from bench.cli import build_parser, main
+from bench.db import database as db
+from bench.cli.main import build_parser, main
 from tests.conftest import REPO
 
 SUITE = textwrap.dedent("""\

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import build_config
-from bench.data import load_split
+from bench.plugins.config import build_config
+from bench.data.read import load_split
 from bench.errors import BenchError, SuiteError
-from bench.perturb import norms
-from bench.spec import load_suite
+from bench.plugins.perturb import norms
+from bench.suite.spec import load_suite
 
 from attacks.cw_linf import CWLinf
 from attacks.cw_linf_art import CWLinfART

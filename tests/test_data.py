@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import (DeviceData, augment_batch, carve_validation, load_split)
+from bench.data.read import (DeviceData, augment_batch, carve_validation, load_split)
 from bench.errors import DataError
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sqlalchemy import inspect, text
 
-from bench import db
-from bench.cli import main
+from bench.db import database as db
+from bench.cli.main import main
 
 
 def test_new_database_has_the_current_schema_version_and_wal(tmp_path):

@@ -22,10 +22,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bench import db
-from bench.plan import expand
-from bench.runner import Runner
-from bench.spec import load_suite
+from bench.db import database as db
+from bench.run.plan import expand
+from bench.run.runner import Runner
+from bench.suite.spec import load_suite
 
 # model name → (defense, defense_config)
 ADVERSARIAL = {

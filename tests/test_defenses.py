@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import ConfigError, build_config, config_dict, describe_config
-from bench.defense import StepContext
-from bench.perturb import norms, within
-from bench.registry import DEFENSES
+from bench.plugins.config import ConfigError, build_config, config_dict, describe_config
+from bench.plugins.defense import StepContext
+from bench.plugins.perturb import norms, within
+from bench.plugins.registry import DEFENSES
 from defenses.atent import atent_chain, ema_loss
 from defenses.mart import boosted_ce, mart_objective, mart_weight
 from defenses.mma import anpgd, bisection_search, soft_logit_margin
@@ -458,7 +458,7 @@ def test_entropy_sgd_with_L0_is_sgd_nesterov_exactly():
     model_b = copy.deepcopy(model_a)
     cls = DEFENSES.get("entropy_sgd")
     d = cls(cls.Config(L=0))
-    from bench.recipe import TrainConfig
+    from bench.suite.recipe import TrainConfig
     opt_a = d.make_optimizer(model_a.parameters(), TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4))
     opt_b = torch.optim.SGD(model_b.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     for step in range(3):

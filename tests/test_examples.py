@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.cli import build_parser, main
+from bench.cli.main import build_parser, main
 from tests.conftest import REPO
 
 TINY = textwrap.dedent("""\

@@ -1,4 +1,4 @@
-"""bench.fetch: the converters on small synthetic inputs, the restricted unpickler, and
+"""bench.data.fetch: the converters on small synthetic inputs, the restricted unpickler, and
 fetch_dataset / verify_dataset with the download layer mocked (nothing is downloaded)."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import fetch
-from bench.data import DatasetMissing, content_sha256, load_split, verify_dataset
+from bench.data import fetch
+from bench.data.read import DatasetMissing, content_sha256, load_split, verify_dataset
 from bench.errors import DataError
 
 RNG = np.random.default_rng(0)
@@ -109,7 +109,7 @@ def read_npz(path: Path):
 
 
 def files_under(root: Path) -> list[str]:
-    """Everything under root but the fetch's lock file (`bench.fetch.root_lock`)."""
+    """Everything under root but the fetch's lock file (`bench.data.fetch.root_lock`)."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
                   if p.name != ".fetch.lock") if root.exists() else []
 
@@ -448,15 +448,15 @@ def test_load_or_fetch_fetches_a_missing_dataset(tmp_path, monkeypatch, data_roo
 
 
 def test_dataset_code_has_one_direction():
-    """bench.data reads and verifies; bench.fetch obtains and imports it, never the reverse."""
+    """bench.data.read reads and verifies; bench.data.fetch obtains and imports it, never the reverse."""
     import ast
-    import bench.data
-    tree = ast.parse(Path(bench.data.__file__).read_text(encoding="utf-8"))
+    import bench.data.read
+    tree = ast.parse(Path(bench.data.read.__file__).read_text(encoding="utf-8"))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {f"bench.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
                  and n.module == "bench" for a in n.names}
-    assert "bench.fetch" not in imported
+    assert "bench.data.fetch" not in imported
 
 
 # ------------------------------------------------------------------------- verify_dataset

@@ -28,12 +28,12 @@ import pytest
 import torch
 
 from attacks.pgd import PGD
-from bench.config import build_config
-from bench.data import DeviceData, load_split
-from bench.defense import StepContext
-from bench.modeling import build_model
-from bench.precision import Policy, frozen_parameters
-from bench.registry import DATASETS, DEFENSES
+from bench.plugins.config import build_config
+from bench.data.read import DeviceData, load_split
+from bench.plugins.defense import StepContext
+from bench.plugins.model import build_model
+from bench.run.precision import Policy, frozen_parameters
+from bench.plugins.registry import DATASETS, DEFENSES
 
 pytestmark = pytest.mark.gpu
 DEVICE = "cuda"
@@ -80,7 +80,7 @@ def cifar_resnet20(cifar10_root):
 
 def _outcomes(model, policy: Policy, dataset: str, data_root, eps: float, step: float | None,
               batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """(clean correct, robust) per test sample under PGD-20, as bench.evaluate runs it."""
+    """(clean correct, robust) per test sample under PGD-20, as bench.run.evaluate runs it."""
     x, y = load_split(dataset, "test", data_root, offline=True)
     test = DeviceData(x, y, DEVICE)
     net = policy.wrap(policy.prepare(copy.deepcopy(model)).eval())

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import ConfigError
+from bench.plugins.config import ConfigError
 from bench.errors import CheckpointError, PluginError
-from bench.external import load_external_checkpoint
-from bench.modeling import Normalize, build_model
-from bench.registry import DATASETS, MODELS
+from bench.checkpoints.foreign import load_external_checkpoint
+from bench.plugins.model import Normalize, build_model
+from bench.plugins.registry import DATASETS, MODELS
 
 CIFAR = DATASETS.get("cifar10").info
 MNIST = DATASETS.get("mnist").info
@@ -507,10 +507,10 @@ def test_mma_mnist_checkpoint_as_published_loads_into_lenet5_madry(tmp_path):
 
 def test_runner_loads_an_mma_layout_checkpoint_by_url(tmp_path, data_root):
     # end to end: `checkpoint: {url: file://…}` of an MMA-layout file, arch wrn28_4, no defense
-    from bench import db
-    from bench.plan import expand
-    from bench.runner import Runner
-    from bench.spec import load_suite
+    from bench.db import database as db
+    from bench.run.plan import expand
+    from bench.run.runner import Runner
+    from bench.suite.spec import load_suite
     if not (data_root / "cifar10-test.npz").exists():
         pytest.skip("no CIFAR-10 copy")
     torch.manual_seed(3)
@@ -535,7 +535,7 @@ def test_runner_loads_an_mma_layout_checkpoint_by_url(tmp_path, data_root):
     summary = runner.run(expand(suite))
     assert summary.exit_status == 0 and summary.loaded == ["mma"], summary.failed
     # the recorded outcomes are those of the source network on the same 8 images
-    from bench.data import load_split
+    from bench.data.read import load_split
     x, y = load_split("cifar10", "test", data_root, offline=True)
     xb = torch.from_numpy(x[:8]).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.spec import load_suite
+from bench.suite.spec import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -161,7 +161,7 @@ def test_the_papers_orientation_is_declared(suite):
 
 def test_every_table_cell_is_a_cell_of_the_matrix(suite):
     """Each model row × column of a table is evaluated by some matrix entry."""
-    from bench.plan import NO_EPS, cell_id, expand
+    from bench.run.plan import NO_EPS, cell_id, expand
     ids = {c.id for c in expand(suite)}
     for t in suite.tables.values():
         for r in t.rows:

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import attack as attack_mod
-from bench.attack import Attack, AttackError
-from bench.data import load_split
-from bench.perturb import norms
-from bench.registry import ATTACKS
+from bench.plugins import attack as attack_mod
+from bench.plugins.attack import Attack, AttackError
+from bench.data.read import load_split
+from bench.plugins.perturb import norms
+from bench.plugins.registry import ATTACKS
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_cw_loss_option_is_at_least_as_strong_as_nothing(trained):
 def test_a_relative_step_size_follows_the_cells_eps():
     """"ε/20" is the ATENT authors' ℓ2 step (0.02175 at ε = 0.435); absolute literals stay."""
     from attacks.pgd import PGD
-    from bench.config import ConfigError, build_config
+    from bench.plugins.config import ConfigError, build_config
     rel = PGD(build_config(PGD.Config, {"norm": "l2", "steps": 10, "step_size": "ε/20"}))
     assert rel.step_for(0.435) == pytest.approx(0.02175)
     assert rel.step_for(1.0) == pytest.approx(0.05)

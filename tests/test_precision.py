@@ -1,4 +1,4 @@
-"""The precision and compilation policy on a CPU (bench.precision), in well under a minute.
+"""The precision and compilation policy on a CPU (bench.run.precision), in well under a minute.
 
 * bf16 autocast runs on a CPU, computes in bf16 inside and hands fp32 logits out;
 * CUDA-only parts fall back cleanly: no channels_last by default, no CUDA graphs, no
@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.pgd import PGD
-from bench.data import load_split
-from bench.modeling import build_model
-from bench.precision import Policy, bucket_size, frozen_parameters
-from bench.registry import DATASETS, DEFENSES
+from bench.data.read import load_split
+from bench.plugins.model import build_model
+from bench.run.precision import Policy, bucket_size, frozen_parameters
+from bench.plugins.registry import DATASETS, DEFENSES
 
 MNIST = DATASETS.get("mnist").info
 CIFAR = DATASETS.get("cifar10").info
@@ -201,8 +201,8 @@ def test_pgd_perturb_makes_no_host_sync(policy, no_host_sync):
 def test_training_inner_loops_make_no_host_sync(name, config, no_host_sync):
     """The inner maximisation and the batch objective of the ℓ∞ defenses, under the bf16
     policy, run without a host sync (the loop reads the loss once per epoch)."""
-    from bench.config import build_config
-    from bench.defense import StepContext
+    from bench.plugins.config import build_config
+    from bench.plugins.defense import StepContext
     import contextlib
     cls = DEFENSES.get(name)
     defense = cls(build_config(cls.Config, config, name), num_classes=10, dataset_size=6)
@@ -288,7 +288,7 @@ def test_bf16_pgd_agrees_with_fp32_pgd_within_sampling_noise(robust_mlp, data_ro
 def test_auto_eval_batch_size_by_device_and_model_size():
     from torch import nn
 
-    from bench.precision import eval_batch_size
+    from bench.run.precision import eval_batch_size
     small, large = nn.Linear(10, 10), nn.Linear(3000, 2000)   # 110 vs 6,002,000 parameters
     assert eval_batch_size(small, "cpu") == 256 and eval_batch_size(large, "cpu") == 256
     assert eval_batch_size(small, "cuda") == 1024 and eval_batch_size(large, "cuda:0") == 512

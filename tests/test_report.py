@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session
 
-from bench.db import (ModelRecord, ReportedValue, ResultRecord, RunRecord, TableRecord,
+from bench.db.database import (ModelRecord, ReportedValue, ResultRecord, RunRecord, TableRecord,
                       open_db, pack_details, pack_outcomes)
-from bench.export import export_tables, md_escape, tex_escape
-from bench.report import render_site, slug, table_page, wilson, worst_case, load_store
+from bench.leaderboard.export import export_tables, md_escape, tex_escape
+from bench.leaderboard.report import render_site, slug, table_page, wilson, worst_case, load_store
 
 EVIL = "<script>alert(1)</script>"
 T0 = dt.datetime(2024, 5, 1, 12, 0, 0)
@@ -40,7 +40,7 @@ def add_result(s: Session, *, model: str, model_key: str, attack: str, eps_liter
                norm: str = "linf", config_extra: dict | None = None) -> ResultRecord:
     n = len(correct) if correct is not None else (n or 0)
     cell_id = cell_id or f"mnist/{model}/{attack}/eps={eps_literal}"
-    # the shape of bench.plan.Cell.resolved()
+    # the shape of bench.run.plan.Cell.resolved()
     config = {"model": {"dataset": {"plugin": "mnist", "train_subset": None}, "arch": "smallcnn",
                         "arch_version": "1", "defense": "trades", "defense_version": "1",
                         "seed": 0, "precision": "fp32", "checkpoint": None},
@@ -328,7 +328,7 @@ def test_site_is_self_contained_and_sortable(site):
 
 
 def test_templates_autoescape_everything():
-    from bench.report import environment
+    from bench.leaderboard.report import environment
     env = environment()
     assert env.autoescape is True
     t = env.from_string("{{ x }}")
@@ -373,7 +373,7 @@ def test_latex_and_markdown_escaping():
 
 
 def test_report_cli_with_exports(tmp_path, capsys):
-    from bench.cli_report import main
+    from bench.cli.report import main
     make_db(tmp_path)
     rc = main(["report", "--out", str(tmp_path / "site"), "--db", str(tmp_path / "bench.sqlite"),
                "--export", "csv,tex"])
@@ -399,7 +399,7 @@ def test_empty_database_renders(tmp_path):
 
 
 def test_training_plots_use_recorded_epochs():
-    from bench.report import training_plots
+    from bench.leaderboard.report import training_plots
     plots = training_plots({"epoch": [10, 20, 30], "loss": [3.0, 2.0, 1.0], "best_epoch": 2,
                             "val_robust_acc": [0.25, 0.5], "val_robust_acc_epoch": [20, 30]})
     assert [p["title"] for p in plots] == ["accuracy", "loss"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import render_site, table_page
+from bench.leaderboard.report import render_site, table_page
 from test_report import make_db
 
 pytestmark = pytest.mark.browser
@@ -186,9 +186,9 @@ def test_the_papers_orientation_is_one_click_away(tmp_path):
     shows the paper's orientation — attacks as rows — and hides the other."""
     from sqlalchemy.orm import Session
 
-    from bench import db
-    from bench.runner import Runner
-    from bench.spec import load_suite
+    from bench.db import database as db
+    from bench.run.runner import Runner
+    from bench.suite.spec import load_suite
     from test_report import add_result, correct_range
     from test_table_layout import SUITE
     browser = chromium()

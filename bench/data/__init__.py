@@ -1,0 +1,1 @@
+"""Datasets: reading and verifying a data root, fetching, the dataset plugins."""

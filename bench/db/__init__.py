@@ -1,0 +1,1 @@
+"""The results registry: the database, claims and leases, records, provenance."""

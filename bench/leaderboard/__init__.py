@@ -1,0 +1,1 @@
+"""The leaderboard: tables, plots, the site, exports, baselines and checks."""

@@ -1,0 +1,1 @@
+"""The plugin contract: registries, typed configs, and the bases a plugin extends."""

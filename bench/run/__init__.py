@@ -1,0 +1,1 @@
+"""A run: plan the cells, start workers, train and evaluate each model job."""

@@ -1,0 +1,1 @@
+"""The suite: suite.yaml read, validated and resolved (specs, ε, tables, recipes)."""

@@ -1,0 +1,263 @@
+"""suite.yaml `tables:` → `TableSpec`: the layout of a paper table and its published values.
+
+    tables:
+      table3:
+        title: "Table 3: …"
+        source: "paper, Table 3"          # the citation of `reported` (the paper's values)
+        orientation: transposed           # how the paper prints it (below); default rows
+        info: [Model]                     # text columns before the values (Tables 4–5)
+        rows:
+          - cifar_wrn_pgd_at              # a model of the suite (its label)
+          - {model: cifar_wrn_trades, label: TRADES, info: {Model: WRN-34-10}}
+          - {reference: blum_crown_ibp, label: "Crown IBP [48]"}   # a value with no model
+          - {model: cifar_wrn_sgd, beyond: true}                    # not in the paper
+          - {model: …, block: "ε2 = 0.435"}   # starts a block under that sub-header
+        columns:
+          - {attack: clean, label: Benign}
+          - {attack: pgd20_linf, eps: 0.031, label: "ℓ∞ PGD-20"}
+          - {attack: autoattack_linf, eps: 0.031, label: AutoAttack, beyond: true}
+        reported:                         # the paper's values (kind "paper"): check --paper
+          cifar_wrn_pgd_at:
+            Benign: {value: 87.30, source: "paper, Table 3 (Madry et al.'s model via TRADES)"}
+            "ℓ∞ PGD-20": 47.04            # a bare number cites the table's `source`
+        reported_by:                      # other published values, always shown apart
+          authors_code:
+            label: "authors' code"
+            source: "GauriJagatap/StochAT notebooks/…"
+            values: {cifar_wrn_atent_code: {Benign: 85.67}}
+
+Rows and columns marked `beyond: true` are not in the paper; they come after the paper's
+own. `orientation` names the paper's printed layout, which the page offers beside the
+one-row-per-model layout: `rows` (as declared), `transposed` (attacks as rows, defenses as
+columns: Table 3), `attack_by_eps` (one row per attack, one column per ε: Table 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.plugins.config import config_dict
+from bench.suite.eps import Eps
+
+TABLE_KEYS = {"title", "source", "order", "tags", "tolerance", "rows", "columns", "reported",
+              "reported_by", "orientation", "info", "description"}
+ROW_KEYS = {"model", "reference", "label", "beyond", "info", "block"}
+COLUMN_KEYS = {"attack", "eps", "label", "beyond"}
+SOURCE_KEYS = {"label", "source", "values"}
+ORIENTATIONS = ("rows", "transposed", "attack_by_eps")
+PAPER = "paper"
+
+
+@dataclass
+class Column:
+    label: str
+    attack: str
+    eps: Eps | None
+    beyond: bool = False
+    attack_label: str = ""     # the attack's own label (the paper view of Table 6 uses it)
+    attack_plugin: str = ""
+    attack_config: dict = field(default_factory=dict)   # resolved: the page states the budget
+
+
+@dataclass
+class Row:
+    id: str                    # the model's name, or the reference row's name
+    label: str
+    model: str | None          # None: a reference row (a published value, nothing to run)
+    beyond: bool = False
+    info: dict[str, str] = field(default_factory=dict)
+    block: str | None = None
+
+
+@dataclass
+class Reported:
+    """One published value of a table cell (row id, column label), in percent."""
+
+    row: str
+    column: str
+    value: float
+    source: str
+    kind: str = PAPER          # "paper" or a key of `reported_by`
+    kind_label: str = "paper"
+
+
+@dataclass
+class TableSpec:
+    name: str
+    title: str
+    source: str
+    order: int
+    tags: list[str]
+    tolerance: float
+    rows: list[Row]
+    columns: list[Column]
+    values: list[Reported]
+    orientation: str = "rows"
+    info: list[str] = field(default_factory=list)
+
+    @property
+    def reported(self) -> dict[tuple[str, str], float]:
+        """The paper's values: (row id, column label) → percent."""
+        return {(v.row, v.column): v.value for v in self.values if v.kind == PAPER}
+
+    def layout(self) -> dict:
+        return {
+            "title": self.title, "source": self.source, "order": self.order, "tags": self.tags,
+            "tolerance": self.tolerance, "orientation": self.orientation, "info": self.info,
+            "rows": [{"model": r.model, "id": r.id, "label": r.label, "beyond": r.beyond,
+                      "info": r.info, "block": r.block} for r in self.rows],
+            "columns": [{"label": c.label, "attack": c.attack,
+                         "eps": c.eps.literal if c.eps else None,
+                         "eps_value": c.eps.value if c.eps else None,
+                         "beyond": c.beyond, "attack_label": c.attack_label,
+                         "attack_plugin": c.attack_plugin, "attack_config": c.attack_config}
+                        for c in self.columns],
+            "sources": {v.kind: v.kind_label for v in self.values},
+        }
+
+
+def _paper_first(ctx, items: list, nodes: list, what: str, where: str) -> None:
+    """Rows or columns beyond the paper come after the paper's own."""
+    seen_beyond = False
+    for j, item in enumerate(items):
+        if item.beyond:
+            seen_beyond = True
+        elif seen_beyond:
+            ctx.err(nodes, j, f"{what} of the paper must come before those marked beyond: true",
+                    f"{where}[{j}]")
+
+
+def _rows(ctx, node, where: str, models: dict, info_names: list[str]) -> list[Row]:
+    rnode = node.get("rows", [])
+    if not isinstance(rnode, list) or not rnode:
+        ctx.err(node, "rows" if "rows" in node else None,
+                "needs a list of rows (model names)", f"{where}.rows")
+    rows: list[Row] = []
+    for j, r in enumerate(rnode):
+        at = f"{where}.rows[{j}]"
+        if isinstance(r, str):
+            ctx.ref(rnode, j, r, models, "model", at)
+            rows.append(Row(r, models[r].label, r))
+            continue
+        r = ctx.mapping(r, at, rnode, j)
+        ctx.check_keys(r, ROW_KEYS, at)
+        if ("model" in r) == ("reference" in r):
+            ctx.err(rnode, j, "a row names either a model or a reference (a published value "
+                              "with no model to run)", at)
+        if "model" in r:
+            m = ctx.ref(r, "model", r["model"], models, "model", f"{at}.model")
+            label = ctx.typed(r, "label", str, at, models[m].label)
+            row = Row(m, label, m)
+        else:
+            ref = ctx.typed(r, "reference", str, at)
+            if ref in models:
+                ctx.err(r, "reference", f"{ref!r} is a model name; use model: {ref}", f"{at}.reference")
+            if "label" not in r:
+                ctx.err(r, None, "a reference row needs a label", at)
+            row = Row(ref, ctx.typed(r, "label", str, at), None)
+        row.beyond = ctx.typed(r, "beyond", bool, at, False)
+        row.block = ctx.typed(r, "block", str, at)
+        info = ctx.mapping(r.get("info"), f"{at}.info", r, "info")
+        for k, v in info.items():
+            if k not in info_names:
+                ctx.err(info, k, f"not an info column of this table (the table's info: "
+                                 f"{', '.join(info_names) or 'none'})", f"{at}.info.{k}")
+            if isinstance(v, (dict, list)) or v is None:
+                ctx.err(info, k, f"must be a text or a number, got {v!r}", f"{at}.info.{k}")
+            row.info[k] = str(v)
+        if any(x.id == row.id for x in rows):
+            ctx.err(rnode, j, f"row {row.id!r} is listed twice", at)
+        rows.append(row)
+    _paper_first(ctx, rows, rnode, "rows", f"{where}.rows")
+    return rows
+
+
+def _columns(ctx, node, where: str, attacks: dict) -> list[Column]:
+    cnode = node.get("columns", [])
+    if not isinstance(cnode, list) or not cnode:
+        ctx.err(node, "columns" if "columns" in node else None, "needs a list of columns",
+                f"{where}.columns")
+    cols: list[Column] = []
+    for j, c in enumerate(cnode):
+        at = f"{where}.columns[{j}]"
+        c = ctx.mapping(c, at, cnode, j)
+        ctx.check_keys(c, COLUMN_KEYS, at)
+        a = ctx.ref(c, "attack" if "attack" in c else None, c.get("attack"), attacks, "attack",
+                    f"{at}.attack")
+        e = ctx.eps(c, "eps", c["eps"], f"{at}.eps") if "eps" in c else None
+        label = ctx.typed(c, "label", str, at, attacks[a].label + (f" ε={e.literal}" if e else ""))
+        if any(x.label == label for x in cols):
+            ctx.err(c, "label", f"duplicate column label {label!r}", f"{at}.label")
+        spec = attacks[a]
+        cols.append(Column(label, a, e, ctx.typed(c, "beyond", bool, at, False), spec.label,
+                           spec.plugin, config_dict(spec.config)))
+    _paper_first(ctx, cols, cnode, "columns", f"{where}.columns")
+    return cols
+
+
+def _values(ctx, node, where: str, rows: list[Row], cols: list[Column], source: str,
+            kind: str, kind_label: str) -> list[Reported]:
+    """{row id: {column label: number | {value, source}}} → [Reported]."""
+    out: list[Reported] = []
+    row_ids = [r.id for r in rows]
+    col_labels = [c.label for c in cols]
+    for rid, vals in node.items():
+        if rid not in row_ids:
+            ctx.err(node, rid, f"not a row of this table{_dym(rid, row_ids)}", f"{where}.{rid}")
+        vals = ctx.mapping(vals, f"{where}.{rid}", node, rid)
+        for lbl, v in vals.items():
+            at = f"{where}.{rid}.{lbl}"
+            if lbl not in col_labels:
+                ctx.err(vals, lbl, f"not a column label{_dym(str(lbl), col_labels)}", at)
+            cite = source
+            if isinstance(v, dict):
+                ctx.check_keys(v, {"value", "source"}, at)
+                if "value" not in v:
+                    ctx.err(vals, lbl, "needs a 'value'", at)
+                cite = ctx.typed(v, "source", str, at, source)
+                v = v["value"]
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                ctx.err(vals, lbl, f"must be a number (percent), got {v!r}", at)
+            if not 0.0 <= float(v) <= 100.0:
+                ctx.err(vals, lbl, f"must be a percentage in [0, 100], got {v!r}", at)
+            if not cite:
+                ctx.err(vals, lbl, "needs a source: give the table (or this source) a 'source'", at)
+            out.append(Reported(rid, lbl, float(v), cite, kind, kind_label))
+    return out
+
+
+def _dym(name: str, choices: list[str]) -> str:
+    from bench.plugins.registry import did_you_mean
+    return did_you_mean(name, choices)
+
+
+def parse_table(ctx, name: str, node, order: int, models: dict, attacks: dict) -> TableSpec:
+    where = f"tables.{name}"
+    ctx.check_keys(node, TABLE_KEYS, where)
+    info_names = ctx.list_of_str(node, "info", where)
+    rows = _rows(ctx, node, where, models, info_names)
+    cols = _columns(ctx, node, where, attacks)
+    source = ctx.typed(node, "source", str, where, "")
+    rep = ctx.mapping(node.get("reported"), f"{where}.reported", node, "reported")
+    values = _values(ctx, rep, f"{where}.reported", rows, cols, source, PAPER, "paper")
+    by = ctx.mapping(node.get("reported_by"), f"{where}.reported_by", node, "reported_by")
+    for kind, snode in by.items():
+        at = f"{where}.reported_by.{kind}"
+        if kind == PAPER:
+            ctx.err(by, kind, "the paper's values go under 'reported'", at)
+        snode = ctx.mapping(snode, at, by, kind)
+        ctx.check_keys(snode, SOURCE_KEYS, at)
+        ksource = ctx.typed(snode, "source", str, at, "")
+        klabel = ctx.typed(snode, "label", str, at, str(kind).replace("_", " "))
+        vnode = ctx.mapping(snode.get("values"), f"{at}.values", snode, "values")
+        values += _values(ctx, vnode, f"{at}.values", rows, cols, ksource, str(kind), klabel)
+    orientation = ctx.typed(node, "orientation", str, where, "rows")
+    if orientation not in ORIENTATIONS:
+        ctx.err(node, "orientation", f"must be one of {', '.join(ORIENTATIONS)}"
+                f"{_dym(orientation, list(ORIENTATIONS))}", f"{where}.orientation")
+    tol = ctx.typed(node, "tolerance", (int, float), where, 2.0)
+    return TableSpec(name, ctx.typed(node, "title", str, where, name), source,
+                     ctx.typed(node, "order", int, where, order),
+                     ctx.list_of_str(node, "tags", where), float(tol), rows, cols, values,
+                     orientation, info_names)
