@@ -91,7 +91,7 @@ def test_a_new_sqlite_file_opened_by_processes_started_together(tmp_path):
 
     from tests.conftest import REPO
     path, go = tmp_path / "new.sqlite", tmp_path / "go"
-    code = ("import sys, time, pathlib; from bench import db; go = pathlib.Path(sys.argv[2])\n"
+    code = ("import sys, time, pathlib; from bench.db import database as db; go = pathlib.Path(sys.argv[2])\n"
             "while not go.exists(): time.sleep(0.005)\n"
             "db.open_db(sys.argv[1]); print('ok')")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(go)], cwd=REPO,
