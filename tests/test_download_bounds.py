@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bench.checkpoints.download import (MANIFEST, RemoteCheckpoint, cache_name, fetch_checkpoint,
                                         manifest_entry, read_manifest)
@@ -360,6 +362,23 @@ def test_bad_bounds_are_located_errors(tmp_path, key, value):
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
     assert redact_url(shown) == shown                # idempotent: what is stored is shown as is
+
+
+_SECRET = st.text("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789-_.~", min_size=3, max_size=12).map(lambda t: "Q" + t)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(user=_SECRET, password=st.one_of(st.just(""), _SECRET), values=st.lists(_SECRET, max_size=4),
+       names=st.lists(st.sampled_from(["sig", "X-Amz-Signature", "token", "key", "id", "a"]), max_size=4),
+       fragment=st.one_of(st.just(""), _SECRET))
+def test_redact_url_keeps_no_secret(user, password, values, names, fragment):
+    userinfo = f"{user}:{password}@" if password else f"{user}@"
+    query = "&".join(f"{n}={v}" for n, v in zip(names, values)) or "&".join(values)
+    url = f"https://{userinfo}e.org/dir/w.pt" + (f"?{query}" if query else "") + (f"#{fragment}" if fragment else "")
+    shown = redact_url(url)
+    assert shown.startswith("https://e.org/dir/w.pt") and redact_url(shown) == shown
+    for secret in [user, password, *values, fragment]:
+        assert not secret or secret not in shown
 
 
 def test_redacted_config_changes_urls_only():

@@ -67,8 +67,9 @@ class ModelStore:
         return self.policy.prepare(model).eval()
 
     def _checkpoint_file(self, spec: ModelSpec) -> tuple[Path, str]:
-        """The local file of a model's `checkpoint:` and its sha256: the path as given, or the
-        URL's verified copy in the download cache (fetched once; see bench.checkpoints.download)."""
+        """The local file of a model's `checkpoint:` and its sha256: the path as given or a
+        file:// URL's file (read in place), or an http(s) URL's verified copy in the download
+        cache (fetched once; see bench.checkpoints.download)."""
         from bench.checkpoints.download import RemoteCheckpoint, fetch_checkpoint
         from bench.checkpoints.sources import cap_bytes, hash_local
         src = spec.checkpoint
