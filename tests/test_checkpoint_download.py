@@ -28,7 +28,7 @@ from bench.db import database as db
 from bench.checkpoints.cache import sha256_file
 from bench.cli.main import main
 from bench.data.read import load_split
-from bench.checkpoints.download import MANIFEST, RemoteCheckpoint, cache_name, fetch_checkpoint, read_manifest
+from bench.checkpoints.download import MANIFEST, RemoteCheckpoint, cache_name, fetch_checkpoint, manifest_entry
 from bench.errors import CheckpointError, SuiteError
 from bench.plugins.model import build_model
 from bench.plugins.registry import DATASETS
@@ -199,7 +199,7 @@ def test_downloaded_verified_loaded_evaluated_recorded_then_cached(server, bench
     # the file in the cache, under its URL-derived name, byte-identical, with no temporary left
     assert bench_.cached_files() == [cache_name(url)]
     assert sha256_file(bench_.downloads / cache_name(url)) == sha
-    assert read_manifest(bench_.downloads)[url]["sha256"] == sha
+    assert manifest_entry(bench_.downloads, url)["sha256"] == sha
     # loaded (every image predicted as class 3) and evaluated
     r = bench_.result()
     assert r.status == "done" and r.n == N
@@ -243,7 +243,7 @@ def test_first_hash_is_recorded_and_a_changed_file_is_refused(server, bench_, da
     assert rc == 0, err
     assert f"recorded sha256 {first} of {url}" in err
     # recorded in both places that outlive the run
-    assert read_manifest(bench_.downloads)[url]["sha256"] == first
+    assert manifest_entry(bench_.downloads, url)["sha256"] == first
     m = bench_.model_record()
     assert m.checkpoint_sha256 == first and m.config["checkpoint"] == {"url": url, "sha256": None}
 
@@ -364,18 +364,21 @@ def test_truncated_body_500_and_html_page_are_refused(server, tmp_path):
     assert [p.name for p in cache.glob("*")] == []
 
 
-def test_file_urls_and_progress_line(tmp_path, capsys):
+def test_file_urls_are_read_in_place_and_the_progress_line(server, tmp_path, capsys):
     src = tmp_path / "weights.pt"
     src.write_bytes(b"\x00" * 3_000_000)
-    url = src.as_uri()
     notes: list[str] = []
-    path, sha = fetch_checkpoint(RemoteCheckpoint(url, sha256_file(src)), tmp_path / "cache",
-                                 log=notes.append, progress=True)
-    assert path.read_bytes() == src.read_bytes() and sha == sha256_file(src)
+    cache = tmp_path / "cache"
+    path, sha = fetch_checkpoint(RemoteCheckpoint(src.as_uri(), sha256_file(src)), cache, log=notes.append)
+    assert path == src and sha == sha256_file(src) and not cache.exists()   # no copy in the cache
+    with pytest.raises(CheckpointError, match=f"checkpoint {tmp_path / 'nope.pt'} does not exist"):
+        fetch_checkpoint(RemoteCheckpoint((tmp_path / "nope.pt").as_uri()), cache)
+    # an http download says what it fetches, and shows its progress
+    shutil.copy(src, server.root / "weights.pt")
+    url = f"{server.url}/weights.pt"
+    fetch_checkpoint(RemoteCheckpoint(url), cache, log=notes.append, progress=True)
     assert any(n.startswith(f"downloading {url} (3.0 MB)") for n in notes)
     assert "weights.pt: 3.0 MB of 3.0 MB" in capsys.readouterr().err
-    with pytest.raises(CheckpointError, match="No such file or directory"):
-        fetch_checkpoint(RemoteCheckpoint((tmp_path / "nope.pt").as_uri()), tmp_path / "cache")
 
 
 def test_a_download_never_leaves_a_half_file_in_place(server, tmp_path, monkeypatch):
@@ -404,7 +407,8 @@ def test_a_download_never_leaves_a_half_file_in_place(server, tmp_path, monkeypa
     monkeypatch.setattr(sys, "stderr", Interrupting())
     with pytest.raises(KeyboardInterrupt):
         fetch_checkpoint(RemoteCheckpoint(url), cache, progress=True)
-    assert seen == [[f"{final.name}.part{os.getpid()}"]]     # only the temporary, mid-body
+    (only,), = seen                                           # only the temporary, mid-body
+    assert only != final.name and only.startswith(f".{final.name}.tmp-{os.getpid()}-")
     assert list(cache.glob("*")) == []
 
 

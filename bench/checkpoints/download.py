@@ -1,84 +1,114 @@
-"""Released checkpoints named by URL: downloaded once into the checkpoint cache, verified.
+"""Released checkpoints named by URL: downloaded once into the checkpoint cache, bounded, verified.
 
-A model declared with `checkpoint: {url: …, sha256: …}` is fetched by `fetch_checkpoint`
-into `<results-dir>/checkpoints/downloads/` (the standard library's urllib, http(s) and
-file URLs only, with a socket timeout and a progress line):
+A model declared with `checkpoint: {url: …, sha256: …, max_mb: …, timeout_s: …}` is
+obtained by `fetch_checkpoint`:
 
-* the body is streamed into a temporary file beside its final name and hashed on the way;
-  only a complete, verified file is renamed into place (`os.replace`), so the cache never
-  holds half a file, and a refused file is deleted, never kept;
-* with a `sha256` in the suite, a download with another hash is refused;
-* without one, the first download's hash is recorded, in `manifest.json` beside the cached
-  files and (by the runner) in the results database's model record, and any later download
-  that differs is refused: the server now serves another file (trust on first use; pinning
-  the new hash in suite.yaml is how a user accepts it);
+* a `file://` URL names a local file: it is read in place, never copied into the cache
+  (a regular file no larger than the cap, checked against `sha256` when one is known;
+  `bench.checkpoints.sources`);
+* an http(s) URL is fetched into `<results-dir>/checkpoints/downloads/` with the standard
+  library's urllib, through an opener that knows http and https only, redirects included
+  (a redirect to ftp://, file:// or anything else is refused);
+* the download is bounded: a Content-Length above the cap (`max_mb`, default 1000 MB) is
+  refused before reading, a body that runs past it is cut off, and the whole download
+  (connect, redirects, headers, body) has an overall deadline (`timeout_s`, default 30
+  min) besides the per-read socket timeout: a watchdog shuts the connection's sockets down
+  when it passes, so a server trickling a byte every few seconds cannot hold a worker;
+* the body is streamed into a temporary file beside its final name (`bench.atomic`,
+  locked while it is written) and hashed on the way; only a complete, verified file is
+  renamed into place, and every failure (error, cap, deadline, mismatch, Ctrl-C) removes
+  the temporary; a partial file that a killed run left (older than STALE_S and not
+  locked by a live download) is removed at the next download into that folder;
+* with a `sha256` in the suite, a file with another hash is refused; without one, the
+  first download's hash is recorded, in `manifest.json` (keyed by the cached file's name)
+  and (by the runner) in the results database's model record, and any later download that
+  differs is refused (trust on first use; pinning the hash in suite.yaml accepts a new one);
 * a cached file is re-hashed before each use; one that no longer matches its expected hash
   is downloaded again (and must then match);
 * `offline=True` never opens a connection: a file that is not cached is one sentence.
 
-Every failure is a `CheckpointError` of one sentence naming the URL: refused connections,
-HTTP errors, timeouts, a body shorter than its Content-Length, an HTML page where a file
-was expected (Google Drive's "can't scan for viruses" page for large files), a mismatch.
+Credentials in the URL (user:password@) are sent as HTTP Basic authorization to the first
+host only (not across redirects); the URL is stored and shown only through `redact_url`.
+Every failure is a `CheckpointError` of one sentence naming the redacted URL.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import http.client
 import json
 import os
 import re
 import socket
+import stat
 import sys
+import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.checkpoints.cache import sha256_file
+from bench.atomic import TMP_MARK, atomic_open, atomic_write_text
+from bench.checkpoints.opener import FOLLOWED, RedirectRefused, Watchdog, http_opener, request_for
+from bench.checkpoints.sources import (DEADLINE_S, MAX_MB, MB, cap_bytes, file_url_path, hash_local, mb,
+                                       redact_url, scrub)
 from bench.errors import CheckpointError
 
-SCHEMES = ("http", "https", "file")
-TIMEOUT_S = 60.0            # per blocking socket operation (connect, each read), not the whole file
+SCHEMES = ("http", "https", "file")      # what a suite may name
+TIMEOUT_S = 60.0            # per blocking socket operation (connect, each read); the deadline bounds the whole
 CHUNK = 1 << 20
+STALE_S = 600.0             # a partial file untouched this long, and unlocked, belongs to a killed run
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2        # 2: keyed by the cached file's name, URLs redacted (1: keyed by the URL)
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-USER_AGENT = "bench-checkpoint-download (python urllib)"
 
 
 @dataclass(frozen=True)
 class RemoteCheckpoint:
-    """`checkpoint: {url, sha256}` of a model in suite.yaml (sha256 lower-case hex or None)."""
+    """`checkpoint: {url, sha256, max_mb, timeout_s}` of a model in suite.yaml (sha256
+    lower-case hex or None). The bounds do not change the weights, so they are not part
+    of `resolved()` (the model key)."""
 
     url: str
     sha256: str | None = None
+    max_mb: float = MAX_MB
+    timeout_s: float = DEADLINE_S
 
     def resolved(self) -> dict:
         return {"url": self.url, "sha256": self.sha256}
+
+    @property
+    def max_bytes(self) -> int:
+        return cap_bytes(self.max_mb)
+
+    @property
+    def shown(self) -> str:
+        return redact_url(self.url)
 
 
 def url_problem(url: str) -> str | None:
     """Why `url` cannot name a checkpoint (for the suite's located error), or None."""
     parts = urllib.parse.urlsplit(url)
+    shown = redact_url(url)
     if parts.scheme not in SCHEMES:
         got = f"{parts.scheme!r}" if parts.scheme else "no scheme"
         return f"only {', '.join(SCHEMES)} URLs are supported, got {got}"
     if parts.scheme != "file" and not parts.hostname:
-        return f"{url!r} names no host"
+        return f"{shown!r} names no host"
     if parts.scheme == "file" and not parts.path:
-        return f"{url!r} names no file"
+        return f"{shown!r} names no file"
     if parts.path.endswith("/") or not Path(urllib.parse.unquote(parts.path)).name:
-        return f"{url!r} names a folder, not a file"
+        return f"{shown!r} names a folder, not a file"
     return None
 
 
 def cache_name(url: str) -> str:
-    """The cached file's name: a hash of the URL (many releases are all `model_best.pt`)
-    and the URL's own file name, reduced to safe characters."""
+    """The cached file's name: a hash of the whole URL (many releases are all `model_best.pt`;
+    not reversible, so a secret in the URL stays out of it) and the URL's own file name,
+    reduced to safe characters."""
     base = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", base)[-80:] or "checkpoint"
     return f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{base}"
@@ -87,28 +117,66 @@ def cache_name(url: str) -> str:
 # ------------------------------------------------------------------------- manifest
 
 def read_manifest(cache_dir: Path) -> dict[str, dict]:
-    """url → {file, sha256, bytes, downloaded} of the files in the cache."""
-    path = cache_dir / MANIFEST
+    """cached file name → {url (redacted), file, sha256, bytes, downloaded} (a version-1
+    manifest is keyed by the URL instead; `manifest_entry` reads both)."""
+    path = Path(cache_dir) / MANIFEST
     if not path.exists():
         return {}
     try:
+        if path.stat().st_size > 16 * MB:
+            raise ValueError
         data = json.loads(path.read_text())
         files = data["files"]
-        if not isinstance(files, dict):
+        if not isinstance(files, dict) or not all(isinstance(e, dict) for e in files.values()):
             raise ValueError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OSError):
         raise CheckpointError(f"the checkpoint cache's manifest {path} is not readable JSON of this "
                               f"bench; move it away (the recorded first-download hashes in it are then "
                               f"only in the results database)") from None
     return files
 
 
+def manifest_entry(cache_dir: Path, url: str) -> dict | None:
+    files = read_manifest(cache_dir)
+    return files.get(cache_name(url)) or files.get(url)
+
+
 def _record_in_manifest(cache_dir: Path, url: str, entry: dict) -> None:
     files = read_manifest(cache_dir)                 # re-read: another run may have added entries
-    files[url] = entry
-    tmp = cache_dir / f"{MANIFEST}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps({"version": MANIFEST_VERSION, "files": files}, indent=1, sort_keys=True))
-    os.replace(tmp, cache_dir / MANIFEST)
+    for key in [k for k in files if "://" in k]:     # version 1: keyed by the URL as written
+        old = files.pop(key)
+        old["url"] = redact_url(key)
+        files.setdefault(str(old.get("file") or cache_name(key)), old)
+    files[cache_name(url)] = entry
+    atomic_write_text(cache_dir / MANIFEST,
+                      json.dumps({"version": MANIFEST_VERSION, "files": files}, indent=1, sort_keys=True))
+
+
+def remove_stale_partials(cache_dir: Path, log: Callable[[str], None], older_than: float = STALE_S) -> None:
+    """Delete the partial downloads a killed run left in `cache_dir`: temporaries of
+    `bench.atomic` and the `*.partPID` files of earlier versions, untouched for
+    `older_than` seconds and not locked by a live download (which holds an flock)."""
+    listed = {str(e.get("file")) for e in read_manifest(cache_dir).values()}
+    now = time.time()
+    for p in cache_dir.iterdir():
+        if p.name in listed or not ((p.name.startswith(".") and TMP_MARK in p.name)
+                                    or re.search(r"\.part\d+$", p.name)):
+            continue
+        try:
+            st = p.lstat()
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < older_than:
+                continue
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # fails while its writer lives
+            p.unlink()
+            log(f"removed {p.name}, a partial download left by a killed run")
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 # ------------------------------------------------------------------------- download
@@ -119,46 +187,57 @@ Log = Callable[[str], None]
 def fetch_checkpoint(source: RemoteCheckpoint, cache_dir: Path | str, *, offline: bool = False,
                      recorded_sha256: str | None = None, log: Log | None = None,
                      progress: bool = False, timeout: float = TIMEOUT_S) -> tuple[Path, str]:
-    """The verified local copy of `source` (downloading it when needed) and its sha256.
+    """The verified local file of `source` (downloading it when needed) and its sha256.
 
     `recorded_sha256` is the hash the caller recorded at the first download (the results
     database's model record); it, else the manifest's, is what a file must match when the
     suite gives no sha256. Raises CheckpointError (one sentence) on any failure."""
     log = log or (lambda s: None)
+    url, shown = source.url, source.shown
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme == "file":                  # read in place: nothing local enters the cache
+        path = file_url_path(url)
+        expected, why = _expected(source, recorded_sha256, None)
+        got = hash_local(path, source.max_bytes)
+        if expected is not None and got != expected:
+            raise CheckpointError(f"the checkpoint file {path} has sha256 {got}, but {why} is "
+                                  f"{expected}; refused")
+        return path, got
+    if scheme not in FOLLOWED:
+        raise CheckpointError(f"the checkpoint {shown} is not an http or https URL; only those are downloaded")
+
     cache_dir = Path(cache_dir)
-    url = source.url
     path = cache_dir / cache_name(url)
-    entry = read_manifest(cache_dir).get(url) if cache_dir.exists() else None
+    entry = manifest_entry(cache_dir, url) if cache_dir.exists() else None
     expected, why = _expected(source, recorded_sha256, entry)
 
-    if path.exists():
-        got = sha256_file(path)
+    if path.exists() or path.is_symlink():
+        got = hash_local(path, source.max_bytes)
         if expected is None or got == expected:
-            if entry is None or entry.get("sha256") != got:
-                _record_in_manifest(cache_dir, url, _entry(path, got))
+            if entry is None or entry.get("sha256") != got or entry.get("url") != shown:
+                _record_in_manifest(cache_dir, url, _entry(path, got, shown))
             return path, got
-        stale = f"the cached checkpoint {path} of {url} no longer matches {why} ({got[:12]}… ≠ {expected[:12]}…)"
+        stale = f"the cached checkpoint {path} of {shown} no longer matches {why} ({got[:12]}… ≠ {expected[:12]}…)"
         if offline:
             raise CheckpointError(f"{stale} and --offline forbids downloading it again")
         log(f"warning: {stale}; downloading it again")
         path.unlink()
     elif offline:
-        raise CheckpointError(f"the checkpoint {url} is not in the checkpoint cache {cache_dir} "
+        raise CheckpointError(f"the checkpoint {shown} is not in the checkpoint cache {cache_dir} "
                               f"and --offline forbids downloading it")
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.part{os.getpid()}")
-    try:
-        got = _download(url, tmp, log=log, progress=progress, timeout=timeout)
+    remove_stale_partials(cache_dir, log)
+    # the temporary is removed on every failure (atomic_open), Ctrl-C included
+    with atomic_open(path, "wb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)       # tells remove_stale_partials it is alive
+        got = _download(source, f, log=log, progress=progress, timeout=timeout)
         if expected is not None and got != expected:
-            raise CheckpointError(f"the checkpoint downloaded from {url} has sha256 {got}, but "
+            raise CheckpointError(f"the checkpoint downloaded from {shown} has sha256 {got}, but "
                                   f"{why} is {expected}; refused (the file was not kept)")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _record_in_manifest(cache_dir, url, _entry(path, got))
+    _record_in_manifest(cache_dir, url, _entry(path, got, shown))
     if expected is None:
-        log(f"recorded sha256 {got} of {url} (first download; pin it in suite.yaml to be explicit)")
+        log(f"recorded sha256 {got} of {shown} (first download; pin it in suite.yaml to be explicit)")
     return path, got
 
 
@@ -174,77 +253,98 @@ def _expected(source: RemoteCheckpoint, recorded: str | None, entry: dict | None
     return None, ""
 
 
-def _entry(path: Path, sha: str) -> dict:
-    return {"file": path.name, "sha256": sha, "bytes": path.stat().st_size,
+def _entry(path: Path, sha: str, shown: str) -> dict:
+    return {"url": shown, "file": path.name, "sha256": sha, "bytes": path.stat().st_size,
             "downloaded": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def _download(url: str, dest: Path, *, log: Log, progress: bool, timeout: float) -> str:
-    """Stream `url` into `dest`; return its sha256. One-sentence CheckpointError on failure."""
+def _download(source: RemoteCheckpoint, f, *, log: Log, progress: bool, timeout: float) -> str:
+    """Stream `source.url` into the open file `f`, within its cap and deadline; return its
+    sha256. One-sentence CheckpointError on failure."""
+    url, shown, cap, deadline = source.url, source.shown, source.max_bytes, source.timeout_s
+    limits = "(raise `max_mb` in its `checkpoint:` if the file is genuine)"
+    n = 0
+
     def fail(why: str):
-        raise CheckpointError(f"downloading the checkpoint {url} failed: {why}")
+        raise CheckpointError(f"downloading the checkpoint {shown} failed: {scrub(why, url)}")
 
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    def late():
+        fail(f"not complete within its deadline of {deadline:g} s ({mb(n)} received; "
+             f"raise `timeout_s` in its `checkpoint:` for a slow server)")
+
+    watch = Watchdog(deadline)
+    per_op = min(timeout, deadline)
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        e.close()
-        fail(f"HTTP {e.code} {e.reason}")
-    except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, (TimeoutError, socket.timeout)):
-            fail(f"no answer within {timeout:g} s")
-        fail(str(getattr(reason, "strerror", None) or reason))
-    except (TimeoutError, socket.timeout):
-        fail(f"no answer within {timeout:g} s")
-    except (OSError, ValueError, http.client.HTTPException) as e:  # malformed URL or answer, …
-        fail(_oneline(e))
-
-    with resp:
-        ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype == "text/html":
-            fail("the server sent an HTML page (Content-Type text/html), not a checkpoint file "
-                 "(Google Drive sends one for large files: use a direct-download URL)")
-        total = _content_length(resp.headers.get("Content-Length"))
-        log(f"downloading {url} ({_mb(total) if total is not None else 'size unknown'})")
-        h, n = hashlib.sha256(), 0
         try:
-            with open(dest, "wb") as f:
-                while True:
-                    chunk = resp.read(CHUNK)
-                    if not chunk:
-                        break
+            resp = http_opener(watch).open(request_for(url), timeout=per_op)
+        except RedirectRefused as e:
+            fail(f"the server redirected it to {redact_url(e.target)}; only http and https are followed")
+        except urllib.error.HTTPError as e:
+            e.close()
+            fail(f"HTTP {e.code} {e.reason}")
+        except Exception as e:              # URLError, timeouts, resets, malformed answers
+            if watch.expired:
+                late()
+            reason = e.reason if isinstance(e, urllib.error.URLError) else e
+            if isinstance(reason, (TimeoutError, socket.timeout)):
+                fail(f"no answer within {per_op:g} s")
+            if isinstance(e, (OSError, ValueError, http.client.HTTPException)):
+                fail(str(getattr(reason, "strerror", None) or reason)
+                     if isinstance(e, urllib.error.URLError) else _oneline(e))
+            raise
+        with resp:
+            ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype == "text/html":
+                fail("the server sent an HTML page (Content-Type text/html), not a checkpoint file "
+                     "(Google Drive sends one for large files: use a direct-download URL)")
+            total = _content_length(resp.headers.get("Content-Length"))
+            if total is not None and total > cap:
+                fail(f"the server announces {mb(total)} (Content-Length), more than the cap of "
+                     f"{mb(cap)} {limits}; nothing was read")
+            log(f"downloading {shown} ({mb(total) if total is not None else 'size unknown'})")
+            h = hashlib.sha256()
+            name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+            try:
+                while chunk := resp.read1(CHUNK):
+                    if n + len(chunk) > cap:
+                        fail(f"the body runs past the cap of {mb(cap)} {limits}; the partial file was removed")
                     f.write(chunk)
                     h.update(chunk)
                     n += len(chunk)
+                    if watch.expired:
+                        late()
                     if progress:
-                        shown = f"{_mb(n)} of {_mb(total)}" if total else _mb(n)
-                        print(f"\r  {Path(urllib.parse.urlsplit(url).path).name}: {shown}",
-                              end="", file=sys.stderr, flush=True)
-        except (TimeoutError, socket.timeout):
-            fail(f"no data for {timeout:g} s after {n} bytes")
-        except (OSError, http.client.HTTPException) as e:   # connection reset, IncompleteRead, disk full
-            fail(_oneline(e))
-        finally:
-            if progress:
-                print(file=sys.stderr, flush=True)
+                        shown_n = f"{mb(n)} of {mb(total)}" if total else mb(n)
+                        print(f"\r  {name}: {shown_n}", end="", file=sys.stderr, flush=True)
+            except (TimeoutError, socket.timeout):
+                if watch.expired:
+                    late()
+                fail(f"no data for {per_op:g} s after {n} bytes")
+            except (OSError, http.client.HTTPException) as e:  # reset, IncompleteRead, disk full
+                if watch.expired:
+                    late()
+                fail(_oneline(e))
+            finally:
+                if progress:
+                    print(file=sys.stderr, flush=True)
+        if watch.expired:                   # the watchdog's shutdown can look like a clean end
+            late()
+    finally:
+        watch.stop()
     if total is not None and n != total:
         fail(f"the body ended after {n} of the {total} bytes its Content-Length announced")
     if n == 0:
         fail("the server sent an empty file")
-    log(f"downloaded {_mb(n)} from {url}")
+    log(f"downloaded {mb(n)} from {shown}")
     return h.hexdigest()
 
 
 def _content_length(value: str | None) -> int | None:
     try:
-        return int(value) if value is not None else None
+        n = int(value) if value is not None else None
     except ValueError:
         return None
-
-
-def _mb(n: int | None) -> str:
-    return "?" if n is None else f"{n / 1e6:.1f} MB"
+    return n if n is None or n >= 0 else None
 
 
 def _oneline(e: BaseException) -> str:

@@ -1,7 +1,10 @@
 """Loading weights from outside the suite: released checkpoints and fine-tuning starts.
 
-`load_external_checkpoint(model, path)` reads a file with `torch.load(weights_only=True,
-map_location="cpu")` (never unpickling arbitrary objects) and accepts the layouts the
+`load_external_checkpoint(model, path)` reads a file in place, only if it is a regular file
+within the size cap (`bench.checkpoints.sources`: no device, FIFO or folder), checks the
+bytes it read against the sha256 the caller verified (so the file cannot change between
+the check and the load), and parses them with `torch.load(weights_only=True,
+map_location="cpu")` (never unpickling arbitrary objects). It accepts the layouts the
 released checkpoints of the paper's methods use:
 
 * a raw state dict (TRADES, MART, ATENT: `torch.save(model.state_dict(), …)`), or one
@@ -25,6 +28,8 @@ keys and the shape mismatches (strict), or, with `strict=False`, is skipped with
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import warnings
 from typing import Any, Callable, Mapping
@@ -32,6 +37,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from bench.checkpoints.sources import cap_bytes, read_local
 from bench.errors import CheckpointError
 from bench.plugins.model import Normalize
 
@@ -41,16 +47,19 @@ MAX_LISTED = 10
 
 def load_external_checkpoint(model: nn.Module, path: str | os.PathLike, *,
                              strict: bool = True,
-                             rename: Callable[[dict], dict] | None = None) -> None:
+                             rename: Callable[[dict], dict] | None = None,
+                             sha256: str | None = None, max_bytes: int | None = None) -> None:
     """Load the weights in `path` into `model` in place (see the module docstring).
 
     `rename` (the model plugin's `adapt_state_dict`) maps the file's parameter names to the
-    model's before anything else, e.g. MMA's advertorch WideResNet names to TRADES'."""
+    model's before anything else, e.g. MMA's advertorch WideResNet names to TRADES'.
+    `sha256`: what the bytes must hash to; `max_bytes`: the cap (default: the default cap)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    data = read_local(path, cap_bytes(None) if max_bytes is None else max_bytes)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise CheckpointError(f"checkpoint {path} changed after its sha256 was verified; refused")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zips, foreign pickles, disallowed globals, …
         first = (str(e).strip().splitlines() or [""])[0][:200]
         hint = ("; it holds more than tensors and plain data, so re-save only its state dict"

@@ -402,9 +402,11 @@ def _dry_run(suite, cells, engine, device: str, data_root: Path, args) -> int:
         print(f"would load {len(released)} released checkpoint(s):")
         for j in released:
             src = j.model.checkpoint
-            if isinstance(src, RemoteCheckpoint):
+            if isinstance(src, RemoteCheckpoint) and src.url.lower().startswith("file:"):
+                where = f"{src.shown} (local file, read in place)"
+            elif isinstance(src, RemoteCheckpoint):
                 dl = Path(args.results_dir) / "checkpoints" / "downloads" / cache_name(src.url)
-                where = f"{src.url} ({'cached' if dl.exists() else 'to download'})"
+                where = f"{src.shown} ({'cached' if dl.exists() else 'to download'})"
             else:
                 where = str(src)
             print(f"  {j.model.name:<28} {where}")

@@ -17,6 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from bench.checkpoints.sources import redacted_config
 from bench.db import database as db
 from bench.run import sanity
 from bench.run.evaluate import CellOutcome
@@ -93,7 +94,7 @@ def record_result(engine: Engine, outcome: CellOutcome, run_id: int, model_key: 
         n=n, n_correct=n_correct, robust_acc=(n_correct / n) if n else None,
         outcomes=None if outcome.outcomes is None else db.pack_outcomes(outcome.outcomes),
         details=db.pack_details(outcome.details), flags=list(getattr(outcome, "flags", []) or []),
-        config=c.resolved(), tags=c.tags, precision=c.precision, seed=c.seed, smoke=c.smoke,
+        config=redacted_config(c.resolved()), tags=c.tags, precision=c.precision, seed=c.seed, smoke=c.smoke,
         seconds=outcome.seconds, status="done" if outcome.ok else "failed", error=outcome.error,
         device=device_desc, versions=library_versions(), commit=code_commit(), run_id=run_id,
         created=db.utcnow(), worker=worker)

@@ -38,6 +38,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from bench import __version__
+from bench.checkpoints.sources import redacted_config
 from bench.db.database import ModelRecord, ResultRecord, unpack_outcomes
 from bench.errors import BenchError
 from bench.plugins.registry import did_you_mean
@@ -97,7 +98,7 @@ def plugin_versions(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _baseline_cell(r: ResultRecord) -> dict[str, Any]:
-    cfg = r.config or {}
+    cfg = redacted_config(r.config or {})     # also for a database written before redaction
     return {
         "cell_id": r.cell_id, "cell_key": r.cell_key,
         "model_name": r.model_name, "model_key": r.model_key, "dataset": r.dataset,
@@ -181,7 +182,7 @@ def _safe_url(engine: Engine) -> str:
 def _baseline_model(m) -> dict[str, Any]:
     """How a baseline cell's model was obtained (the training provenance of its numbers)."""
     return {"key": m.key, "name": m.name, "dataset": m.dataset, "arch": m.arch,
-            "defense": m.defense, "config": m.config, "checkpoint_sha256": m.checkpoint_sha256,
+            "defense": m.defense, "config": redacted_config(m.config), "checkpoint_sha256": m.checkpoint_sha256,
             "train_seconds": m.train_seconds, "curves": m.curves, "smoke": bool(m.smoke),
             "precision": m.precision, "seed": m.seed, "device": m.device,
             "versions": dict(m.versions or {}), "created": _iso(m.created)}

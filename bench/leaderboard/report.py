@@ -43,6 +43,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from bench import __version__
+from bench.checkpoints.sources import redacted_config
 from bench.db.database import (ModelRecord, ReportedValue, ResultRecord, RunRecord, TableRecord,
                       unpack_details, unpack_outcomes)
 
@@ -843,7 +844,7 @@ def _model_view(store: Store, key: str, results: list[ResultRecord]) -> dict:
     name = m.name if m is not None else (results[0].model_name if results else key)
     return {
         "key": key, "name": name, "record": m,
-        "config_json": json.dumps(m.config, indent=2, sort_keys=True, default=str)
+        "config_json": json.dumps(redacted_config(m.config), indent=2, sort_keys=True, default=str)
         if m is not None else "",
         "training_plots": training_plots(m.curves if m is not None else None),
         "robustness_plots": robustness_plots(curve_src),

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from bench.db import database as db
 from bench.checkpoints.cache import load_checkpoint, save_checkpoint
+from bench.checkpoints.sources import redacted_config
 from bench.errors import CheckpointError
 from bench.run.plan import ModelJob
 from bench.run.precision import Policy, device_name
@@ -66,16 +67,15 @@ class ModelStore:
         return self.policy.prepare(model).eval()
 
     def _checkpoint_file(self, spec: ModelSpec) -> tuple[Path, str]:
-        """The local file of a model's `checkpoint:` and its sha256: the path as given, or the
-        URL's verified copy in the download cache (fetched once; see bench.checkpoints.download)."""
-        from bench.checkpoints.cache import sha256_file
+        """The local file of a model's `checkpoint:` and its sha256: the path as given or a
+        file:// URL's file (read in place), or an http(s) URL's verified copy in the download
+        cache (fetched once; see bench.checkpoints.download)."""
         from bench.checkpoints.download import RemoteCheckpoint, fetch_checkpoint
+        from bench.checkpoints.sources import cap_bytes, hash_local
         src = spec.checkpoint
-        if not isinstance(src, RemoteCheckpoint):
+        if not isinstance(src, RemoteCheckpoint):   # read in place: a regular file within the cap
             path = Path(src).expanduser()
-            if not path.is_file():
-                raise CheckpointError(f"checkpoint {path} does not exist")
-            return path, sha256_file(path)
+            return path, hash_local(path, cap_bytes(None))
         recorded = None
         if src.sha256 is None:  # the first download's hash, as this model's record keeps it
             with Session(self.engine) as s:
@@ -86,10 +86,13 @@ class ModelStore:
 
     def _external_model(self, job: ModelJob, run_id: int):
         """A released checkpoint named by the suite (`checkpoint:`), recorded with its sha256."""
+        from bench.checkpoints.download import RemoteCheckpoint
         from bench.checkpoints.foreign import load_external_checkpoint
         model = job.model.build()
         path, sha = self._checkpoint_file(job.model)
-        load_external_checkpoint(model, path, rename=job.model.plugin().adapt_state_dict)
+        src = job.model.checkpoint
+        load_external_checkpoint(model, path, rename=job.model.plugin().adapt_state_dict, sha256=sha,
+                                 max_bytes=src.max_bytes if isinstance(src, RemoteCheckpoint) else None)
         self._record_model(job, path, sha, run_id)
         return self.policy.prepare(model).eval()
 
@@ -98,7 +101,7 @@ class ModelStore:
         spec = job.model
         rec = db.ModelRecord(
             key=job.key, name=spec.name, dataset=spec.dataset.name, arch=spec.arch,
-            defense=spec.defense, config=spec.resolved(), checkpoint_path=str(path.resolve()),
+            defense=spec.defense, config=redacted_config(spec.resolved()), checkpoint_path=str(path.resolve()),
             checkpoint_sha256=sha, train_seconds=seconds, curves=curves or {}, status="done",
             smoke=job.smoke, precision=spec.precision, seed=spec.seed, device=self.device_desc,
             versions=library_versions(), run_id=run_id, created=db.utcnow(), worker=self.worker)

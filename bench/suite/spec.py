@@ -332,7 +332,9 @@ def _resolve_bases(ctx: _Ctx, section: LineDict, what: str) -> dict[str, LineDic
 
 
 def _checkpoint(ctx: _Ctx, node: LineDict, where: str) -> str | RemoteCheckpoint | None:
-    """A model's `checkpoint:`: a path, or {url, sha256?} (validated here, fetched by the runner)."""
+    """A model's `checkpoint:`: a path, or {url, sha256?, max_mb?, timeout_s?} (validated here,
+    fetched by the runner within those bounds: `bench.checkpoints.sources`)."""
+    from bench.checkpoints.sources import LIMITS, limit_problem
     raw = node.get("checkpoint")
     at = f"{where}.checkpoint"
     if raw is None:
@@ -343,7 +345,7 @@ def _checkpoint(ctx: _Ctx, node: LineDict, where: str) -> str | RemoteCheckpoint
         return raw
     if not isinstance(raw, dict):
         ctx.err(node, "checkpoint", f"must be a path or a mapping {{url, sha256}}, got {raw!r}", at)
-    ctx.check_keys(raw, CHECKPOINT_KEYS, at)
+    ctx.check_keys(raw, CHECKPOINT_KEYS | set(LIMITS), at)
     if "url" not in raw:
         ctx.err(node, "checkpoint", "needs a 'url' (and, to pin the file, its 'sha256')", at)
     url = raw["url"]
@@ -360,7 +362,14 @@ def _checkpoint(ctx: _Ctx, node: LineDict, where: str) -> str | RemoteCheckpoint
         if not SHA256_RE.match(sha):
             ctx.err(raw, "sha256", f"must be 64 hexadecimal characters, got {raw['sha256']!r} "
                     f"({len(raw['sha256'].strip())} characters)", f"{at}.sha256")
-    return RemoteCheckpoint(url, sha)
+    bounds = {}
+    for key in LIMITS:
+        if key in raw:
+            problem = limit_problem(key, raw[key])
+            if problem:
+                ctx.err(raw, key, problem, f"{at}.{key}")
+            bounds[key] = float(raw[key])
+    return RemoteCheckpoint(url, sha, **bounds)
 
 
 def load_suite(path: str | Path, text: str | None = None) -> Suite:
