@@ -11,7 +11,7 @@ README) and LaTeX (booktabs, for the paper), built from the same views as the si
   value in parentheses (Markdown only), "not run" / "failed" where there is no number.
 
 Smoke results never enter these files. They get their own: the smoke grid of each dataset
-(`bench.leaderboard.report.build_smoke_grids`: models × attack and ε, worst case per ε) is written as
+(`bench.leaderboard.smoke.build_smoke_grids`: models × attack and ε, worst case per ε) is written as
 ``smoke-<dataset>.<fmt>`` beside the tables, marked smoke in every format (a "smoke"
 column in CSV, ``"smoke": true`` in JSON, SMOKE in the Markdown title and LaTeX caption).
 """
@@ -29,8 +29,10 @@ from sqlalchemy.engine import Engine
 
 from bench import __version__
 from bench.errors import BenchError
-from bench.leaderboard.report import (CellView, SmokeGrid, TableView, WorstCase, build_smoke_grids, build_table,
-                          fmt_pct, load_store, slug)
+from bench.leaderboard.fmt import fmt_pct, slug
+from bench.leaderboard.smoke import SmokeGrid, build_smoke_grids
+from bench.leaderboard.store import load_store
+from bench.leaderboard.tables import CellView, TableView, WorstCase, build_table
 
 FORMATS = ("csv", "json", "md", "tex")
 
