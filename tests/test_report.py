@@ -413,16 +413,6 @@ def test_training_plots_use_recorded_epochs():
     assert acc["series"][0]["name"] == "val_robust_acc" and len(acc["series"]) == 1
 
 
-def test_wilson_interval_matches_scipy():
-    from scipy.stats import binomtest
-    for k, n in [(80, 100), (0, 7), (7, 7), (1, 20), (900, 1000)]:
-        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-        lo, hi = wilson(k, n)
-        assert lo == pytest.approx(100 * ci.low, abs=1e-9)
-        assert hi == pytest.approx(100 * ci.high, abs=1e-9)
-    assert wilson(0, 0) is None
-
-
 def test_slug_keeps_names_apart():
     assert slug("table1") == "table1"
     assert slug("a/b") != slug("a_b") and "/" not in slug("a/b")

@@ -4,11 +4,10 @@ of several matching results a cell shows."""
 from __future__ import annotations
 
 import datetime as dt
-import math
+import functools
 
 from bench.db.database import ResultRecord
 
-Z95 = 1.959963984540054          # two-sided 95 % normal quantile
 MIN_TIME = dt.datetime(1970, 1, 1)
 
 
@@ -23,17 +22,15 @@ def accuracy_pct(r: ResultRecord) -> float | None:
     return 100.0 * r.robust_acc if r.robust_acc <= 1.0 else float(r.robust_acc)
 
 
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """Wilson score interval for k successes out of n, in percent."""
-    if not n or n <= 0:
+@functools.lru_cache(maxsize=4096)
+def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval for k successes out of n, in percent (scipy's
+    `binomtest(k, n).proportion_ci(method="wilson")`); None without a valid count."""
+    if not n or n <= 0 or k is None or not 0 <= k <= n:
         return None
-    p = k / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    lo = 0.0 if k <= 0 else max(0.0, centre - half)
-    hi = 1.0 if k >= n else min(1.0, centre + half)
-    return (100.0 * lo, 100.0 * hi)
+    from scipy.stats import binomtest     # imported on first use: scipy.stats is slow to load
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (100.0 * float(ci.low), 100.0 * float(ci.high))
 
 
 def preference(r: ResultRecord) -> tuple:
