@@ -9,10 +9,10 @@ from typing import Sequence
 
 from bench.db.database import ResultRecord
 from bench.leaderboard.fmt import slug
-from bench.leaderboard.stats import MIN_TIME, accuracy_pct, preference, wilson
+from bench.leaderboard.stats import MIN_TIME
 from bench.leaderboard.store import Store, run_labels
-from bench.leaderboard.tables import (CellView, ColumnView, WorstCase, _choice_note, _rank,
-                                      matching_results, table_eps, worst_case)
+from bench.leaderboard.tables import (CellView, ColumnView, WorstCase, fill_cell,
+                                      matching_results, rank_values, table_eps, worst_case)
 
 
 @dataclass
@@ -57,18 +57,6 @@ def _first_seen(results: Sequence[ResultRecord]) -> list[ResultRecord]:
     return sorted(results, key=lambda r: (r.created or MIN_TIME, r.run_id or 0, r.cell_id))
 
 
-def _smoke_cell(cell: CellView, cands: list[ResultRecord], column: ColumnView) -> None:
-    r = max(cands, key=preference)
-    cell.result, cell.candidates = r, len(cands)
-    cell.note = _choice_note(r, cands, column)
-    cell.flags = [str(f) for f in (r.flags or [])]
-    cell.n, cell.n_correct = r.n, r.n_correct
-    if r.status == "done":
-        cell.state, cell.value, cell.ci = "done", accuracy_pct(r), wilson(r.n_correct, r.n)
-    else:
-        cell.state, cell.error = "failed", r.error or "failed (no error recorded)"
-
-
 def build_smoke_grids(store: Store) -> list[SmokeGrid]:
     """One SmokeGrid per dataset that has smoke results, in the order they were run."""
     model_labels, attack_labels = run_labels(store)
@@ -102,16 +90,16 @@ def build_smoke_grids(store: Store) -> list[SmokeGrid]:
                 cell = CellView(id=f"s-{slug(dataset)}-{ri}-{col.index}", state="not_run")
                 cands = matching_results(results, model, col, smoke=True)
                 if cands:
-                    _smoke_cell(cell, cands, col)
+                    fill_cell(cell, cands, col)
                 cells.append(cell)
             worst = [worst_case(results, model, e, True, id=f"sw-{slug(dataset)}-{ri}-{j}")
                      for j, e in enumerate(weps)]
             keys = list(dict.fromkeys(r.model_key for r in results if r.model_name == model))
             rows.append(SmokeRow(ri, model, model_labels.get(model, model), cells, worst, keys))
         for j in range(len(columns)):
-            _rank([row.cells[j] for row in rows])
+            rank_values([row.cells[j] for row in rows])
         for j in range(len(weps)):
-            _rank([row.worst[j] for row in rows])
+            rank_values([row.worst[j] for row in rows])
         ns = sorted({r.n for r in results if r.n})
         grids.append(SmokeGrid(name=f"smoke-{dataset}", dataset=dataset,
                                title=f"Smoke profile: {dataset}", columns=columns,

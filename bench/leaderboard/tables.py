@@ -8,9 +8,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-import numpy as np
-
-from bench.db.database import ReportedValue, ResultRecord, TableRecord, unpack_outcomes
+from bench.db import database as db
+from bench.db.database import ReportedValue, ResultRecord, TableRecord
 from bench.leaderboard.fmt import fmt_pct, fmt_when, table_page
 from bench.leaderboard.stats import MIN_TIME, accuracy_pct, preference, wilson
 from bench.leaderboard.store import PAPER, Store
@@ -186,7 +185,7 @@ def matching_results(results: Iterable[ResultRecord], model: str, column: Column
             and (column.eps is None or r.eps_literal == column.eps)]
 
 
-def _choice_note(chosen: ResultRecord, cands: list[ResultRecord], column: ColumnView) -> str:
+def choice_note(chosen: ResultRecord, cands: list[ResultRecord], column: ColumnView) -> str:
     if len(cands) <= 1:
         return ""
     parts = [f"{len(cands)} results match this cell; showing the "
@@ -200,6 +199,20 @@ def _choice_note(chosen: ResultRecord, cands: list[ResultRecord], column: Column
     others = sorted({(r.n, r.seed, r.precision, r.status) for r in cands if r is not chosen})
     parts.append("others: " + "; ".join(f"n={n} seed={s} {p} {st}" for n, s, p, st in others))
     return ". ".join(parts)
+
+
+def fill_cell(cell: CellView, cands: list[ResultRecord], column: ColumnView) -> None:
+    """Show the preferred of the results matching a cell: its value and interval, or its
+    error; the others are named in the cell's note."""
+    r = max(cands, key=preference)
+    cell.result, cell.candidates = r, len(cands)
+    cell.note = choice_note(r, cands, column)
+    cell.flags = [str(f) for f in (r.flags or [])]
+    cell.n, cell.n_correct = r.n, r.n_correct
+    if r.status == "done":
+        cell.state, cell.value, cell.ci = "done", accuracy_pct(r), wilson(r.n_correct, r.n)
+    else:
+        cell.state, cell.error = "failed", r.error or "failed (no error recorded)"
 
 
 def worst_case(results: Iterable[ResultRecord], model: str, eps: str, smoke: bool,
@@ -225,9 +238,7 @@ def worst_case(results: Iterable[ResultRecord], model: str, eps: str, smoke: boo
         return (len({r.attack for r in rs}), n, max(r.created or MIN_TIME for r in rs))
 
     (key, split, n), group = max(groups.items(), key=rank)
-    robust = np.ones(n, dtype=bool)
-    for r in group:
-        robust &= unpack_outcomes(r.outcomes, n)
+    robust = db.worst_case([db.unpack_outcomes(r.outcomes, n) for r in group])
     wc.value = 100.0 * robust.mean()
     wc.n, wc.k, wc.split, wc.model_key = n, int(robust.sum()), split, key
     wc.attacks = sorted({r.attack for r in group})
@@ -244,7 +255,7 @@ def worst_case(results: Iterable[ResultRecord], model: str, eps: str, smoke: boo
     return wc
 
 
-def _rank(items: Sequence[Any]) -> None:
+def rank_values(items: Sequence[Any]) -> None:
     """Set .rank = 1 (best) / 2 (second best) on items by their rounded .value (higher wins)."""
     values = sorted({round(i.value, 2) for i in items if i.value is not None}, reverse=True)
     for i in items:
@@ -290,22 +301,11 @@ def build_table(store: Store, rec: TableRecord, *, smoke: bool = False) -> Table
                 cell.reported, cell.reported_source = rv.value, rv.source
             cands = [] if reference else matching_results(store.results, rid, col, smoke)
             if cands:
-                r = max(cands, key=preference)
-                cell.result, cell.candidates = r, len(cands)
-                cell.note = _choice_note(r, cands, col)
-                cell.flags = [str(f) for f in (r.flags or [])]
-                cell.n, cell.n_correct = r.n, r.n_correct
-                shown.append(r)
-                if r.status == "done":
-                    cell.state = "done"
-                    cell.value = accuracy_pct(r)
-                    cell.ci = wilson(r.n_correct, r.n)
-                    if cell.reported is not None and cell.value is not None:
-                        cell.diff = cell.value - cell.reported
-                        cell.within_tolerance = abs(cell.diff) <= tolerance + 1e-9
-                else:
-                    cell.state = "failed"
-                    cell.error = r.error or "failed (no error recorded)"
+                fill_cell(cell, cands, col)
+                shown.append(cell.result)
+                if cell.reported is not None and cell.value is not None:
+                    cell.diff = cell.value - cell.reported
+                    cell.within_tolerance = abs(cell.diff) <= tolerance + 1e-9
             if not reference:
                 counts[cell.state] += 1
             cells.append(cell)
@@ -328,9 +328,9 @@ def build_table(store: Store, rec: TableRecord, *, smoke: bool = False) -> Table
                             best_epoch=next((b for b in best if isinstance(b, int)), None)))
     measured = [r for r in rows if not r.reference]
     for j in range(len(columns)):
-        _rank([r.cells[j] for r in measured])
+        rank_values([r.cells[j] for r in measured])
     for j in range(len(weps)):
-        _rank([r.worst[j] for r in measured])
+        rank_values([r.worst[j] for r in measured])
     return TableView(name=rec.name, title=rec.title or layout.get("title") or rec.name,
                      source=str(layout.get("source") or ""), tolerance=tolerance,
                      tags=list(layout.get("tags") or []), columns=columns, worst_eps=weps,
