@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from bench.db.database import (ModelRecord, ReportedValue, ResultRecord, RunRecord, TableRecord,
                       open_db, pack_details, pack_outcomes)
-from bench.leaderboard.export import export_tables, md_escape, tex_escape
+from bench.leaderboard.escape import md_escape, tex_escape
+from bench.leaderboard.export import export_tables
 from bench.leaderboard.fmt import slug, table_page
 from bench.leaderboard.site import render_site
 from bench.leaderboard.stats import wilson
