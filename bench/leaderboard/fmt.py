@@ -25,10 +25,14 @@ def fmt_signed(x: float | None) -> str:
     return "±0.00" if s in ("+0.00", "-0.00") else s.replace("-", "−")
 
 
+SLUG_MAX = 80                    # a slug's length before it is cut (file names allow 255)
+
+
 def slug(name: str) -> str:
-    """A file-name-safe form of a name; a short hash keeps different names apart."""
+    """A file-name-safe form of a name, at most SLUG_MAX characters; a name that had to be
+    changed or cut gets a short hash of itself, which keeps different names apart."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "x"
-    if s != name:
+    if s != name or len(s) > SLUG_MAX:
         s = f"{s[:60]}-{hashlib.sha1(str(name).encode()).hexdigest()[:8]}"
     return s
 

@@ -36,6 +36,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.engine import Engine
 
 from bench import __version__
+from bench.atomic import atomic_write_text
 from bench.db.database import ResultRecord
 from bench.leaderboard.fmt import (fmt_pct, fmt_signed, fmt_when, model_page, result_anchor, slug,
                                    table_page)
@@ -151,7 +152,7 @@ def render_site(engine: Engine, out_dir: Path, baselines: Sequence[dict] = ()) -
     def write(name: str, template: str, **ctx) -> Path:
         path = out_dir / name
         html = env.get_template(template).render(generated=generated, models=models, **ctx)
-        path.write_text(html, encoding="utf-8")
+        atomic_write_text(path, html)      # a browser or a full disk never sees half a page
         return path
 
     export_dir = out_dir / EXPORT_DIRNAME
