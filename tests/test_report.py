@@ -15,8 +15,13 @@ from sqlalchemy.orm import Session
 
 from bench.db.database import (ModelRecord, ReportedValue, ResultRecord, RunRecord, TableRecord,
                       open_db, pack_details, pack_outcomes)
-from bench.leaderboard.export import export_tables, md_escape, tex_escape
-from bench.leaderboard.report import render_site, slug, table_page, wilson, worst_case, load_store
+from bench.leaderboard.escape import md_escape, tex_escape
+from bench.leaderboard.export import export_tables
+from bench.leaderboard.fmt import slug, table_page
+from bench.leaderboard.site import render_site
+from bench.leaderboard.stats import wilson
+from bench.leaderboard.store import load_store
+from bench.leaderboard.tables import worst_case
 
 EVIL = "<script>alert(1)</script>"
 T0 = dt.datetime(2024, 5, 1, 12, 0, 0)
@@ -328,7 +333,7 @@ def test_site_is_self_contained_and_sortable(site):
 
 
 def test_templates_autoescape_everything():
-    from bench.leaderboard.report import environment
+    from bench.leaderboard.site import environment
     env = environment()
     assert env.autoescape is True
     t = env.from_string("{{ x }}")
@@ -399,7 +404,7 @@ def test_empty_database_renders(tmp_path):
 
 
 def test_training_plots_use_recorded_epochs():
-    from bench.leaderboard.report import training_plots
+    from bench.leaderboard.plots import training_plots
     plots = training_plots({"epoch": [10, 20, 30], "loss": [3.0, 2.0, 1.0], "best_epoch": 2,
                             "val_robust_acc": [0.25, 0.5], "val_robust_acc_epoch": [20, 30]})
     assert [p["title"] for p in plots] == ["accuracy", "loss"]
@@ -407,16 +412,6 @@ def test_training_plots_use_recorded_epochs():
     assert [m[2] for m in loss["series"][0]["markers"]] == ["10: 3", "20: 2", "30: 1"]
     assert [m[2] for m in acc["series"][0]["markers"]] == ["20: 0.25", "30: 0.5"]
     assert acc["series"][0]["name"] == "val_robust_acc" and len(acc["series"]) == 1
-
-
-def test_wilson_interval_matches_scipy():
-    from scipy.stats import binomtest
-    for k, n in [(80, 100), (0, 7), (7, 7), (1, 20), (900, 1000)]:
-        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-        lo, hi = wilson(k, n)
-        assert lo == pytest.approx(100 * ci.low, abs=1e-9)
-        assert hi == pytest.approx(100 * ci.high, abs=1e-9)
-    assert wilson(0, 0) is None
 
 
 def test_slug_keeps_names_apart():

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.leaderboard.report import render_site, table_page
+from bench.leaderboard.fmt import table_page
+from bench.leaderboard.site import render_site
 from test_report import make_db
 
 pytestmark = pytest.mark.browser

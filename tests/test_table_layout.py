@@ -13,7 +13,10 @@ from sqlalchemy.orm import Session
 from bench.leaderboard import check
 from bench.db import database as db
 from bench.errors import SuiteError
-from bench.leaderboard.report import build_table, load_store, render_site, table_page
+from bench.leaderboard.fmt import table_page
+from bench.leaderboard.site import render_site
+from bench.leaderboard.store import load_store
+from bench.leaderboard.tables import build_table
 from bench.run.runner import Runner
 from bench.suite.spec import load_suite
 from test_report import add_result, cell_html, correct_range

@@ -340,7 +340,7 @@ def cmd_run(args) -> int:
     _print_summary(summary)
     if site is not None:
         from bench.leaderboard.check import committed_baselines
-        from bench.leaderboard.report import render_site
+        from bench.leaderboard.site import render_site
         index = render_site(engine, site, committed_baselines())
         print(f"leaderboard: {index}  (open it in a browser; `python -m bench report` renders "
               f"it again)")

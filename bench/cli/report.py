@@ -142,7 +142,7 @@ def _report_sources(args: argparse.Namespace) -> tuple[Engine, list[dict], str]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.leaderboard.export import export_tables
-    from bench.leaderboard.report import EXPORT_DIRNAME, render_site
+    from bench.leaderboard.site import EXPORT_DIRNAME, render_site
     fmts = _formats(args.export)
     out = Path(args.out).expanduser()
     _output_dir(out, "--out")

@@ -21,7 +21,7 @@ import contextlib
 import datetime as dt
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
@@ -211,10 +211,27 @@ def pack_outcomes(outcomes: np.ndarray) -> bytes:
     return np.packbits(np.asarray(outcomes, dtype=bool)).tobytes()
 
 
-def unpack_outcomes(blob: bytes | None, n: int) -> np.ndarray | None:
+def unpack_outcomes(blob: bytes | bytearray | memoryview | np.ndarray | None,
+                    n: int) -> np.ndarray | None:
+    """Per-sample bools from `pack_outcomes` bytes (None stays None)."""
     if blob is None:
         return None
-    return np.unpackbits(np.frombuffer(blob, dtype=np.uint8), count=n).astype(bool)
+    data = blob.astype(np.uint8, copy=False) if isinstance(blob, np.ndarray) \
+        else np.frombuffer(blob, dtype=np.uint8)
+    return np.unpackbits(data, count=n).astype(bool)
+
+
+def worst_case(outcomes: Sequence[Any]) -> np.ndarray:
+    """Per-sample AND of robust outcomes over attacks (same examples, same order): robust
+    against all. Bool arrays or torch tensors (read through `.cpu()`, so no torch here)."""
+    arrays = [np.asarray(o.cpu() if hasattr(o, "cpu") else o, dtype=bool).reshape(-1)
+              for o in outcomes]
+    if not arrays:
+        raise ValueError("worst_case needs at least one outcome array")
+    sizes = {a.size for a in arrays}
+    if len(sizes) != 1:
+        raise ValueError(f"outcome arrays of different lengths {sorted(sizes)}")
+    return np.logical_and.reduce(arrays)
 
 
 def pack_details(details: dict[str, np.ndarray]) -> bytes | None:

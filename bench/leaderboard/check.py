@@ -42,7 +42,9 @@ from bench.checkpoints.sources import redacted_config
 from bench.db.database import ModelRecord, ResultRecord, unpack_outcomes
 from bench.errors import BenchError
 from bench.plugins.registry import did_you_mean
-from bench.leaderboard.report import accuracy_pct, build_table, load_store, preference
+from bench.leaderboard.stats import accuracy_pct, preference
+from bench.leaderboard.store import load_store
+from bench.leaderboard.tables import build_table
 
 BASELINE_FORMAT = "bench-baseline"
 BASELINE_VERSION = 1

@@ -5,61 +5,47 @@ README) and LaTeX (booktabs, for the paper), built from the same views as the si
 
 * CSV: one line per cell (tidy): table, row, model, column, attack, ε, state, measured,
   paper, difference, 95 % Wilson interval, n, flags, error, cell id/key; the worst-case
-  columns come last with attack ``worst-case``.
+  columns come last with attack ``worst-case``. Text that a spreadsheet would run as a
+  formula starts with a quote (`bench.leaderboard.escape.csv_cell`); numbers stay numbers.
 * JSON: the table with its columns and rows, each cell with the same fields.
-* Markdown / LaTeX: the paper's layout; best in bold, second best underlined, the paper's
-  value in parentheses (Markdown only), "not run" / "failed" where there is no number.
+* Markdown / LaTeX (templates/export.md.j2, export.tex.j2): the paper's layout; best in
+  bold, second best underlined, the paper's value in parentheses (Markdown only), "not
+  run" / "failed" where there is no number; every name escaped for the format, on one line.
 
 Smoke results never enter these files. They get their own: the smoke grid of each dataset
-(`bench.leaderboard.report.build_smoke_grids`: models × attack and ε, worst case per ε) is written as
-``smoke-<dataset>.<fmt>`` beside the tables, marked smoke in every format (a "smoke"
-column in CSV, ``"smoke": true`` in JSON, SMOKE in the Markdown title and LaTeX caption).
+(`bench.leaderboard.smoke.build_smoke_grids`: models × attack and ε, worst case per ε) is
+written as ``smoke-<dataset>.<fmt>`` beside the tables by the same writers, marked smoke in
+every format (a "smoke" column in CSV, ``"smoke": true`` in JSON, SMOKE in the Markdown
+title and LaTeX caption) and with the 95 % interval beside each Markdown value.
+
+Every file is written whole or not at all (`bench.atomic`).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
+import io
 import json
 import re
 from pathlib import Path
 from typing import Any, Iterable
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from sqlalchemy.engine import Engine
 
 from bench import __version__
+from bench.atomic import atomic_write_bytes, atomic_write_text
 from bench.errors import BenchError
-from bench.leaderboard.report import (CellView, SmokeGrid, TableView, WorstCase, build_smoke_grids, build_table,
-                          fmt_pct, load_store, slug)
+from bench.leaderboard.escape import csv_cell, md_escape, tex_escape
+from bench.leaderboard.fmt import fmt_pct, slug
+from bench.leaderboard.site import TEMPLATE_DIR
+from bench.leaderboard.smoke import SmokeGrid, build_smoke_grids
+from bench.leaderboard.store import load_store
+from bench.leaderboard.tables import CellView, TableView, WorstCase, build_table
 
 FORMATS = ("csv", "json", "md", "tex")
-
-
-# ============================================================================ escaping
-
-_TEX_SPECIALS = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
-    "ε": r"$\varepsilon$", "ϵ": r"$\epsilon$", "ℓ": r"$\ell$", "∞": r"$\infty$",
-    "±": r"$\pm$", "−": r"$-$", "Δ": r"$\Delta$",
-}
-_TEX_RE = re.compile("|".join(re.escape(k) for k in _TEX_SPECIALS))
-
-
-def tex_escape(s: Any) -> str:
-    """Text safe inside LaTeX: the ten specials, < > | and a few math symbols."""
-    return _TEX_RE.sub(lambda m: _TEX_SPECIALS[m.group(0)], str(s))
-
-
-_MD_RE = re.compile(r"([\\`*_\[\]|~])")
-
-
-def md_escape(s: Any) -> str:
-    """Text safe inside a Markdown table cell; HTML is neutralised, not interpreted."""
-    s = str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    s = s.replace("\r", " ").replace("\n", " ")
-    return _MD_RE.sub(r"\\\1", s)
 
 
 # ============================================================================ rows of data
@@ -119,175 +105,100 @@ def table_records(tv: TableView) -> list[dict[str, Any]]:
 
 # ============================================================================ writers
 
+# One writer per format for both kinds of table: a paper table (TableView) and a smoke grid
+# (SmokeGrid, `view.smoke`), which share columns, rows of CellView and a worst case per ε.
+
 CSV_FIELDS = ["table", "row", "model", "column", "attack", "eps", "state", "measured",
               "reported", "reported_source", "beyond", "diff", "within_tolerance", "ci_low",
               "ci_high", "n", "n_correct",
               "rank", "flags", "error", "cell_id", "cell_key", "precision", "commit", "note"]
-
-
-def write_csv(tv: TableView, path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for rec in table_records(tv):
-            rec = dict(rec, flags=";".join(rec["flags"]))
-            w.writerow({k: "" if v is None else v for k, v in rec.items()})
-
-
-def write_json(tv: TableView, path: Path, generated: str) -> None:
-    records = table_records(tv)
-    per_row = len(tv.columns) + len(tv.worst_eps)
-    doc = {
-        "table": tv.name, "title": tv.title, "source": tv.source, "tolerance_pp": tv.tolerance,
-        "tags": tv.tags, "generated": generated, "bench_version": __version__,
-        "smoke": False, "counts": tv.counts,
-        "columns": [{"label": c.label, "attack": c.attack, "eps": c.eps,
-                     "eps_value": c.eps_value} for c in tv.columns]
-        + [{"label": _worst_label(tv, e), "attack": "worst-case", "eps": e, "eps_value": None}
-           for e in tv.worst_eps],
-        "rows": [{"model": row.model, "label": row.label,
-                  "cells": records[i * per_row:(i + 1) * per_row]}
-                 for i, row in enumerate(tv.rows)],
-    }
-    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _plain(item: CellView | WorstCase) -> tuple[str, int]:
-    if isinstance(item, CellView) and item.state == "failed":
-        return "failed", 0
-    if isinstance(item, CellView) and item.state == "reference":   # published, not measured
-        return ("–" if item.reported is None else f"[{fmt_pct(item.reported)}]"), 0
-    if item.value is None:
-        return "not run" if isinstance(item, CellView) else "–", 0
-    return fmt_pct(item.value), item.rank
-
-
-def _header_cells(tv: TableView) -> list[str]:
-    return ([c.label for c in tv.columns] + [_worst_label(tv, e) for e in tv.worst_eps])
-
-
-def write_markdown(tv: TableView, path: Path, generated: str) -> None:
-    lines = [f"### {md_escape(tv.title)}", ""]
-    head = ["Defense"] + _header_cells(tv)
-    lines.append("| " + " | ".join(md_escape(h) for h in head) + " |")
-    lines.append("|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|")
-    for row in tv.rows:
-        out = [md_escape(row.label)]
-        for item in list(row.cells) + list(row.worst):
-            text, rank = _plain(item)
-            text = f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
-            if isinstance(item, CellView) and item.reported is not None and item.state != "reference":
-                text += f" ({fmt_pct(item.reported)})"
-            if isinstance(item, CellView) and item.flags:
-                text += " ⚑"
-            out.append(text)
-        lines.append("| " + " | ".join(out) + " |")
-    lines += ["", f"Robust accuracy (%) measured by bench {__version__}, generated {generated}; "
-              "the paper's value in parentheses, [a published value with no model to run] in "
-              "brackets. **Bold**: best, <u>underlined</u>: second best; "
-              "⚑: sanity flags raised. Worst case: per-sample AND over every attack at the "
-              "table's ε." + (f" Source: {md_escape(tv.source)}." if tv.source else ""), ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-
-
-def write_latex(tv: TableView, path: Path, generated: str) -> None:
-    head = ["Defense"] + _header_cells(tv)
-    lines = [f"% {tex_escape(tv.name)}: generated by bench {__version__} on {generated}; "
-             "smoke results excluded. Needs \\usepackage{booktabs}.",
-             r"\begin{table}[t]", r"\centering",
-             r"\caption{" + tex_escape(tv.title) + "}",
-             r"\label{tab:" + re.sub(r"[^A-Za-z0-9:-]", "-", tv.name) + "}",
-             r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
-             " & ".join(tex_escape(h) for h in head) + r" \\", r"\midrule"]
-    for row in tv.rows:
-        out = [tex_escape(row.label)]
-        for item in list(row.cells) + list(row.worst):
-            text, rank = _plain(item)
-            text = "--" if text in ("not run", "–") else tex_escape(text)
-            out.append(r"\textbf{" + text + "}" if rank == 1
-                       else r"\underline{" + text + "}" if rank == 2 else text)
-        lines.append(" & ".join(out) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-
-
-# ============================================================================ the smoke grid
-
 SMOKE_NOTE = ("SMOKE: a scaled-down profile (few examples, short schedules) that checks the "
               "pipeline; not comparable with the paper's values")
 
-
-def write_smoke_csv(g: SmokeGrid, path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS + ["smoke"], extrasaction="ignore")
-        w.writeheader()
-        for rec in table_records(g):
-            rec = dict(rec, flags=";".join(rec["flags"]), smoke=True)
-            w.writerow({k: "" if v is None else v for k, v in rec.items()})
+Table = TableView | SmokeGrid
 
 
-def write_smoke_json(g: SmokeGrid, path: Path, generated: str) -> None:
-    records = table_records(g)
-    per_row = len(g.columns) + len(g.worst_eps)
+def write_csv(view: Table, path: Path) -> None:
+    """One line per cell; every text cell through `csv_cell` (no formula can start)."""
+    fields = CSV_FIELDS + (["smoke"] if view.smoke else [])
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    for rec in table_records(view):
+        rec = dict(rec, flags=";".join(rec["flags"]), smoke=view.smoke)
+        w.writerow({k: csv_cell(v) for k, v in rec.items()})
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+
+
+def write_json(view: Table, path: Path, generated: str) -> None:
+    records = table_records(view)
+    per_row = len(view.columns) + len(view.worst_eps)
+    if view.smoke:
+        about = {"dataset": view.dataset, "note": SMOKE_NOTE, "n_examples": view.n_examples}
+    else:
+        about = {"source": view.source, "tolerance_pp": view.tolerance, "tags": view.tags}
     doc = {
-        "table": g.name, "title": g.title, "dataset": g.dataset, "smoke": True,
-        "note": SMOKE_NOTE, "generated": generated, "bench_version": __version__,
-        "counts": g.counts, "n_examples": g.n_examples,
+        "table": view.name, "title": view.title, **about, "generated": generated,
+        "bench_version": __version__, "smoke": view.smoke, "counts": view.counts,
         "columns": [{"label": c.label, "attack": c.attack, "eps": c.eps,
-                     "eps_value": c.eps_value} for c in g.columns]
-        + [{"label": _worst_label(g, e), "attack": "worst-case", "eps": e, "eps_value": None}
-           for e in g.worst_eps],
+                     "eps_value": c.eps_value} for c in view.columns]
+        + [{"label": _worst_label(view, e), "attack": "worst-case", "eps": e, "eps_value": None}
+           for e in view.worst_eps],
         "rows": [{"model": row.model, "label": row.label,
                   "cells": records[i * per_row:(i + 1) * per_row]}
-                 for i, row in enumerate(g.rows)],
+                 for i, row in enumerate(view.rows)],
     }
-    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
-def _smoke_text(item: CellView | WorstCase) -> tuple[str, int]:
-    text, rank = _plain(item)
-    if item.value is not None and item.ci is not None:
-        text += f" [{fmt_pct(item.ci[0])}, {fmt_pct(item.ci[1])}]"
-    return text, rank
+def _item(x: CellView | WorstCase) -> dict[str, Any]:
+    """A cell as the Markdown and LaTeX templates show it: kind (value, failed, reference,
+    not_run, none), the value, its rank, interval, the paper's value and the flag mark."""
+    cell = isinstance(x, CellView)
+    if cell and x.state in ("failed", "reference"):
+        kind = x.state
+    elif x.value is None:
+        kind = "not_run" if cell else "none"
+    else:
+        kind = "value"
+    return {"kind": kind, "value": fmt_pct(x.value), "rank": x.rank if kind == "value" else 0,
+            "ci": [fmt_pct(v) for v in x.ci] if kind == "value" and x.ci else None,
+            "paper": fmt_pct(x.reported) if cell and x.reported is not None else None,
+            "flagged": bool(cell and x.flags)}
 
 
-def write_smoke_markdown(g: SmokeGrid, path: Path, generated: str) -> None:
-    head = ["Model"] + _header_cells(g)
-    lines = [f"### {md_escape(g.title)} (SMOKE)", "",
-             "| " + " | ".join(md_escape(h) for h in head) + " |",
-             "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
-    for row in g.rows:
-        out = [md_escape(row.label)]
-        for item in list(row.cells) + list(row.worst):
-            text, rank = _smoke_text(item)
-            out.append(f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text)
-        lines.append("| " + " | ".join(out) + " |")
-    lines += ["", f"{SMOKE_NOTE}. Robust accuracy (%) with its 95 % Wilson interval, measured "
-              f"by bench {__version__}, generated {generated}; n = "
-              + ", ".join(str(n) for n in g.n_examples) + " examples. Worst case: per-sample "
-              "AND over every attack at that ε.", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+def _environment(escape, **delimiters) -> Environment:
+    """Templates for a plain-text format: every {{ }} value goes through `escape` (finalize),
+    so names stay text; the markup lives in the templates."""
+    return Environment(loader=FileSystemLoader(str(TEMPLATE_DIR)), autoescape=False,
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                       keep_trailing_newline=True, finalize=escape, **delimiters)
 
 
-def write_smoke_latex(g: SmokeGrid, path: Path, generated: str) -> None:
-    head = ["Model"] + _header_cells(g)
-    lines = [f"% {tex_escape(g.name)}: SMOKE results, generated by bench {__version__} on "
-             f"{generated}; not paper numbers. Needs \\usepackage{{booktabs}}.",
-             r"\begin{table}[t]", r"\centering",
-             r"\caption{" + tex_escape(g.title) + r" (smoke: not comparable with the paper)}",
-             r"\label{tab:" + re.sub(r"[^A-Za-z0-9:-]", "-", g.name) + "}",
-             r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
-             " & ".join(tex_escape(h) for h in head) + r" \\", r"\midrule"]
-    for row in g.rows:
-        out = [tex_escape(row.label)]
-        for item in list(row.cells) + list(row.worst):
-            text, rank = _plain(item)
-            text = "--" if text in ("not run", "–") else tex_escape(text)
-            out.append(r"\textbf{" + text + "}" if rank == 1
-                       else r"\underline{" + text + "}" if rank == 2 else text)
-        lines.append(" & ".join(out) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+# LaTeX's braces clash with Jinja's: << value >> and <% tag %> there
+_TEMPLATES = {
+    "md": (lambda: _environment(md_escape), "export.md.j2"),
+    "tex": (lambda: _environment(tex_escape, block_start_string="<%", block_end_string="%>",
+                                 variable_start_string="<<", variable_end_string=">>",
+                                 comment_start_string="<#", comment_end_string="#>"),
+            "export.tex.j2"),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _template(fmt: str) -> Template:
+    env, name = _TEMPLATES[fmt]
+    return env().get_template(name)
+
+
+def write_document(view: Table, path: Path, generated: str, fmt: str) -> None:
+    """The table as the paper lays it out, in Markdown ("md") or LaTeX ("tex")."""
+    text = _template(fmt).render(
+        view=view, version=__version__, generated=generated, note=SMOKE_NOTE,
+        label=re.sub(r"[^A-Za-z0-9:-]", "-", view.name),
+        heads=[c.label for c in view.columns] + [_worst_label(view, e) for e in view.worst_eps],
+        rows=[(row.label, [_item(x) for x in [*row.cells, *row.worst]]) for row in view.rows])
+    atomic_write_text(path, text)
 
 
 def export_tables(engine: Engine, out_dir: Path, formats: Iterable[str] = FORMATS,
@@ -306,34 +217,18 @@ def export_tables(engine: Engine, out_dir: Path, formats: Iterable[str] = FORMAT
     store = load_store(engine, list(baselines))
     generated = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
     written: list[Path] = []
-    for rec in store.tables:
-        tv = build_table(store, rec)
-        base = slug(tv.name)
+    views: list[Table] = [build_table(store, rec) for rec in store.tables]
+    for view in views + build_smoke_grids(store):
         for fmt in formats:
-            path = out_dir / f"{base}.{fmt}"
+            path = out_dir / f"{slug(view.name)}.{fmt}"
             if fmt == "csv":
-                write_csv(tv, path)
+                write_csv(view, path)
             elif fmt == "json":
-                write_json(tv, path, generated)
-            elif fmt == "md":
-                write_markdown(tv, path, generated)
+                write_json(view, path, generated)
             else:
-                write_latex(tv, path, generated)
-            written.append(path)
-    for g in build_smoke_grids(store):
-        base = slug(g.name)
-        for fmt in formats:
-            path = out_dir / f"{base}.{fmt}"
-            if fmt == "csv":
-                write_smoke_csv(g, path)
-            elif fmt == "json":
-                write_smoke_json(g, path, generated)
-            elif fmt == "md":
-                write_smoke_markdown(g, path, generated)
-            else:
-                write_smoke_latex(g, path, generated)
+                write_document(view, path, generated, fmt)
             written.append(path)
     return written
 
 
-__all__ = ["export_tables", "tex_escape", "md_escape", "table_records", "FORMATS"]
+__all__ = ["export_tables", "table_records", "FORMATS"]

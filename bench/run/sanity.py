@@ -13,7 +13,8 @@ Pure functions the runner calls; none of them knows an attack by name.
   "not_monotone_in_eps" (robust accuracy of one model/attack increasing with ε), and
   "weaker_attack_stronger" (an attack declared weaker finds lower robust accuracy than
   a stronger one on the same model, norm and ε).
-* `worst_case(outcomes)` — the per-sample AND over attacks (robust against all).
+* `worst_case(outcomes)` — the per-sample AND over attacks (robust against all;
+  bench.db.database's, beside the packed format it reads).
 
 Attack traits are optional class attributes of attack plugins, read with `getattr`:
   `strength: int` — declared strength tier; only attacks that both declare one and
@@ -34,12 +35,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bench.db.database import unpack_outcomes, worst_case  # noqa: F401 (worst_case: sanity's API)
 
 RANDOMIZED_OUTPUTS = "randomized_outputs"
 ZERO_GRADIENTS = "zero_gradients"
@@ -89,13 +92,6 @@ def model_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 
 # ----------------------------------------------------------------------------- result rows
-
-def unpack_outcomes(blob: bytes | bytearray | memoryview | np.ndarray, n: int) -> np.ndarray:
-    """Per-sample bools from `np.packbits` bytes (the results database's format)."""
-    data = np.frombuffer(bytes(blob), dtype=np.uint8) if not isinstance(blob, np.ndarray) \
-        else blob.astype(np.uint8, copy=False)
-    return np.unpackbits(data, count=n).astype(bool)
-
 
 @dataclasses.dataclass
 class ResultRow:
@@ -232,15 +228,3 @@ def result_flags(rows: Iterable[ResultRow | Mapping[str, Any]], *, slack: int = 
                 add(weak, WEAKER_ATTACK_STRONGER)
                 add(strong, WEAKER_ATTACK_STRONGER)
     return flags
-
-
-def worst_case(outcomes: Sequence[np.ndarray | torch.Tensor]) -> np.ndarray:
-    """Per-sample AND of robust outcomes over attacks (same examples, same order)."""
-    arrays = [np.asarray(o.cpu() if isinstance(o, torch.Tensor) else o, dtype=bool).reshape(-1)
-              for o in outcomes]
-    if not arrays:
-        raise ValueError("worst_case needs at least one outcome array")
-    sizes = {a.size for a in arrays}
-    if len(sizes) != 1:
-        raise ValueError(f"outcome arrays of different lengths {sorted(sizes)}")
-    return np.logical_and.reduce(arrays)
