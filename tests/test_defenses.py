@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 
@@ -52,7 +51,7 @@ class Data:
 
 def make_ctx(data: Data, index: torch.Tensor, step: int = 0) -> StepContext:
     return StepContext(epoch=0, step=step, index=index, next_batch=data.next_batch,
-                       autocast=contextlib.nullcontext, num_classes=10,
+                       num_classes=10,
                        dataset_size=len(data.y))
 
 
