@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from bench.plugins.attack import NoConfig
+from bench.plugins.base import Plugin
 from bench.run.precision import frozen_parameters
 
 
@@ -51,17 +51,14 @@ class StepContext:
     dataset_size: int
 
 
-class Defense:
+class Defense(Plugin):
     """Base class of defense plugins. Subclasses set `Config` (a dataclass) and `loss`.
 
     The precision policy is not the defense's business: the loop hands it a model that
     already runs its forward passes under the policy (`bench.run.precision`)."""
 
-    Config: type = NoConfig
-    version: str = "1"
-
     def __init__(self, config=None, *, num_classes: int = 10, dataset_size: int = 0):
-        self.config = config if config is not None else self.Config()
+        super().__init__(config)
         self.num_classes = num_classes
         self.dataset_size = dataset_size
 
