@@ -97,12 +97,16 @@ def test_one_train_step_is_finite_and_moves_parameters(name):
 
 
 def test_configs_parse_eps_literals():
-    cfg = build_config(DEFENSES.get("trades").Config, {"eps": "8/255", "norm": "l2"})
-    assert cfg.eps_value == pytest.approx(8 / 255) and cfg.step_value == pytest.approx(2 * 8 / 255 / 10)
-    assert build_config(DEFENSES.get("trades").Config, {}).step_value == 0.007
-    assert build_config(DEFENSES.get("mma").Config, {"norm": "l2"}).mineps_value == 0.5
-    assert build_config(DEFENSES.get("atent").Config, {"eps": 0.3}).eps_value == 0.3
+    trades, mma = DEFENSES.get("trades"), DEFENSES.get("mma")
+    d = trades(build_config(trades.Config, {"eps": "8/255", "norm": "l2"}))
+    assert d.config.eps == pytest.approx(8 / 255) and d.step_size == pytest.approx(2 * 8 / 255 / 10)
+    assert config_dict(d.config)["eps"] == "8/255"          # the literal, as the keys hash it
+    assert trades(build_config(trades.Config, {})).step_size == 0.007
+    assert mma(build_config(mma.Config, {"norm": "l2"})).mineps == 0.5
+    assert build_config(DEFENSES.get("atent").Config, {"eps": 0.3}).eps == 0.3
     assert build_config(DEFENSES.get("trades_smooth").Config, {}).norm == "l2"
+    with pytest.raises(ConfigError, match="eps: malformed epsilon '8/2x5'"):
+        build_config(trades.Config, {"eps": "8/2x5"})
 
 
 # --------------------------------------------------------------------------- TRADES
@@ -269,7 +273,7 @@ def test_atent_table2_clips_only_the_last_step_at_inv_gamma():
     x, y = batch(shape)
     d = atent({"preset": "mnist_linf"})
     r = 1 / 3.33
-    assert d.config.radius_value == pytest.approx(r) and d.config.steps == 40
+    assert d.config.resolved_radius() == pytest.approx(r) and d.config.steps == 40
     it = d.sample(linear(shape), x, y)
     dist = [norms(z - x, "linf") for z in it]
     assert float(dist[0].max()) <= r + 1e-6                             # start inside the ball
@@ -284,7 +288,7 @@ def test_atent_table3_clips_the_last_iterate_at_eps():
     shape = (3, 32, 32)
     x, y = batch(shape, n=4)
     d = atent({"preset": "cifar_linf"})
-    assert d.config.gamma_value == pytest.approx(1 / 0.0031)
+    assert d.config.gamma == pytest.approx(1 / 0.0031)
     it = d.sample(linear(shape), x, y)
     dist = [float(norms(z - x, "linf").max()) for z in it]
     assert dist[0] == pytest.approx(0.031, rel=1e-5)                    # start radius ε
@@ -329,7 +333,7 @@ def test_atent_inv_gamma_needs_gamma():
     for preset in ("mnist_linf", "mnist_l2"):
         with pytest.raises(ConfigError, match="gamma > 0"):
             build_config(cls.Config, {"preset": preset, "gamma": 0})
-    assert build_config(cls.Config, {"preset": "cifar_linf", "gamma": 0}).radius_value == 0.031
+    assert build_config(cls.Config, {"preset": "cifar_linf", "gamma": 0}).resolved_radius() == 0.031
     assert build_config(cls.Config, {"preset": "mnist_l2", "gamma": 0, "init": "none"}).project == "none"
 
 
