@@ -44,7 +44,7 @@ from typing import Literal
 import torch
 
 from bench.plugins.attack import Attack
-from bench.suite.eps import parse_eps
+from bench.plugins.config import EpsValue
 from bench.plugins.perturb import pgd_ascent, random_init
 from bench.plugins.registry import register_attack
 from defenses.mma import bisection_search, logit_margin, soft_logit_margin
@@ -59,29 +59,26 @@ class ANPGDForTest(Attack):
     @dataclass
     class Config:
         norm: Literal["linf", "l2"] = "linf"
-        pgd_eps: float | str = 0.3          # test_eps
-        step_size: float | str = 0.01       # test_eps_iter
+        pgd_eps: EpsValue = 0.3             # test_eps
+        step_size: EpsValue = 0.01          # test_eps_iter
         steps: int = 40                     # nb_iter
-        d_max: float | str = 0.45           # hinge_maxeps of the model being selected
+        d_max: EpsValue = 0.45              # hinge_maxeps of the model being selected
         maxeps_factor: float = 1.05         # attack_maxeps = factor · d_max
         search_steps: int = 10
         random_start: bool = True
 
         def __post_init__(self):
-            self.pgd_eps_value = parse_eps(self.pgd_eps).value
-            self.step_value = parse_eps(self.step_size).value
-            self.maxeps_value = self.maxeps_factor * parse_eps(self.d_max).value
             if self.steps < 1 or self.search_steps < 1:
                 raise ValueError("steps and search_steps must be ≥ 1")
 
     def perturb(self, model, x, y, eps):
         cfg = self.config
-        e = cfg.pgd_eps_value
+        e = cfg.pgd_eps
         start = random_init(x, e, self.norm) if cfg.random_start else x
         x_pgd = pgd_ascent(lambda xa: soft_logit_margin(model(xa), y).sum(), x, start,
-                           eps=e, step=cfg.step_value, steps=cfg.steps, norm=self.norm)
+                           eps=e, step=cfg.step_size, steps=cfg.steps, norm=self.norm)
         unit = (x_pgd - x) / (e + 1e-12)
-        maxeps = torch.full((x.shape[0],), cfg.maxeps_value, device=x.device)
+        maxeps = torch.full((x.shape[0],), cfg.maxeps_factor * cfg.d_max, device=x.device)
         with torch.no_grad():
             m0 = logit_margin(model(x_pgd), y)
             _, t = bisection_search(model, x, y, unit, maxeps / 2, m0, maxeps, cfg.search_steps,

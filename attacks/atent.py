@@ -43,7 +43,7 @@ class ATENTAttack(Attack):
     # 2: the paper's start (N(0, I) clipped to ±ε, clamped) replaces the notebook's corner
     # as the default (`init: code` keeps it); `project` replaces `project_every_step`.
     version = "2"
-    strength = 30   # Table 6: weaker than PGD-20 on the same model (see bench.run.sanity)
+    strength = 30   # Table 6: weaker than PGD-20 on the same model (see Attack.strength)
 
     @dataclass
     class Config:

@@ -42,7 +42,7 @@ def _autoattack_class():
 class AutoAttackStandard(Attack):
     """Standard AutoAttack (pyautoattack); seed 0, Linf, version standard."""
 
-    strength = 100   # the reference: strongest declared attack (see bench.run.sanity)
+    strength = 100   # the reference: strongest declared attack (see Attack.strength)
 
     @dataclass
     class Config:

@@ -54,6 +54,7 @@ class Certify(Attack):
     """Cohen et al. CERTIFY; defaults n0 100, n 100 000, α 0.001 (σ must match training)."""
 
     minimization = True        # one pass answers all radii of a sweep (see above)
+    crafts_inputs = False      # it certifies: `run_sweep` is overridden, `perturb` unused
     bounded_by_clean = False   # the smoothed classifier may beat its base classifier's accuracy
 
     @dataclass

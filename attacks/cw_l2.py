@@ -46,7 +46,7 @@ class CWL2(Attack):
 
     version = "2"   # 2: the authors' budget (was 9 × 100 at 0.05, now the `fast` preset)
     minimization = True
-    strength = 50   # a full-strength ℓ2 attack tier (see bench.run.sanity), below AutoAttack
+    strength = 50   # a full-strength ℓ2 attack tier (see Attack.strength), below AutoAttack
 
     @dataclass
     class Config:

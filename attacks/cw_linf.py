@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from attacks.pgd import PGD, cw_margin_loss
-from bench.suite.eps import parse_eps
+from bench.plugins.config import EpsNumber
 from bench.plugins.registry import register_attack
 
 
@@ -26,13 +26,13 @@ from bench.plugins.registry import register_attack
 class CWLinf(PGD):
     """PGD-k on the CW margin loss; defaults: κ 50, 20 steps of 0.003, random start."""
 
-    strength = 50   # same tier as PGD (see bench.run.sanity): a fixed-budget gradient attack
+    strength = 50   # same tier as PGD (see Attack.strength): a fixed-budget gradient attack
 
     @dataclass
     class Config:
         norm: Literal["linf"] = "linf"
         steps: int = 20                           # Madry cifar10_challenge eval / CAT code
-        step_size: float | str | None = 0.003    # absolute; null → 2.5·ε/steps
+        step_size: EpsNumber | None = 0.003      # absolute; null → 2.5·ε/steps
         random_start: bool = True
         start: Literal["ball", "box"] = "ball"   # as attacks/pgd.py (box: unclamped)
         restarts: int = 1
@@ -41,8 +41,6 @@ class CWLinf(PGD):
         def __post_init__(self):
             if self.steps < 0 or self.restarts < 1:
                 raise ValueError("steps must be ≥ 0 and restarts ≥ 1")
-            if isinstance(self.step_size, str):
-                self.step_size = parse_eps(self.step_size).value
 
     def objective(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return cw_margin_loss(logits.float(), y, self.config.kappa).sum()

@@ -26,7 +26,7 @@ class DeepFool(Attack):
     """DeepFool (Foolbox); defaults are Foolbox's: 50 steps, 10 candidates, overshoot 0.02."""
 
     minimization = True
-    strength = 10   # a one-shot linearisation attack, weaker than PGD (see bench.run.sanity)
+    strength = 10   # a one-shot linearisation attack, weaker than PGD (see Attack.strength)
 
     @dataclass
     class Config:

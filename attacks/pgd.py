@@ -24,28 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.plugins.attack import Attack
-from bench.suite.eps import parse_eps
+from bench.plugins.config import EpsNumber, RelativeEps
 from bench.plugins.perturb import pgd_ascent, random_init
 from bench.plugins.registry import register_attack
-
-
-def relative_step(text: str) -> float | None:
-    """"ε/20" → 0.05 (a step relative to the cell's ε); None for an absolute literal.
-    A malformed relative step is a ValueError naming it."""
-    t = text.replace(" ", "")
-    if not t.startswith(("ε", "eps")):
-        return None
-    rest = t[1:] if t.startswith("ε") else t[3:]
-    if rest == "":
-        return 1.0
-    if rest[0] in "/*":
-        try:
-            k = parse_eps(rest[1:]).value
-        except ValueError:
-            k = 0.0
-        if k > 0:
-            return 1.0 / k if rest[0] == "/" else k
-    raise ValueError(f"malformed relative step size {text!r}: expected ε/k or ε*k, e.g. ε/20")
 
 
 def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -60,7 +41,7 @@ def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float) -> torch
 class PGD(Attack):
     """PGD-k with a uniform random start; defaults are the TRADES CIFAR-10 PGD-20 protocol."""
 
-    strength = 50  # a fixed-budget multi-step gradient attack (bench.run.sanity's tiers)
+    strength = 50  # a fixed-budget multi-step gradient attack (see Attack.strength)
 
     @dataclass
     class Config:
@@ -68,7 +49,7 @@ class PGD(Attack):
         steps: int = 20
         # absolute (0.003, "2/255"); relative to the ε of the cell ("ε/20": the ATENT
         # authors' ℓ2 evaluations); null → 2.5·ε/steps (Madry's rule)
-        step_size: float | str | None = 0.003
+        step_size: EpsNumber | RelativeEps | None = 0.003
         random_start: bool = True
         start: Literal["ball", "box"] = "ball"   # box: U(−ε, ε) per coordinate, unclamped
         restarts: int = 1
@@ -78,16 +59,12 @@ class PGD(Attack):
         def __post_init__(self):
             if self.steps < 0 or self.restarts < 1:
                 raise ValueError("steps must be ≥ 0 and restarts ≥ 1")
-            if isinstance(self.step_size, str):
-                if relative_step(self.step_size) is None:
-                    self.step_size = parse_eps(self.step_size).value
 
     def step_for(self, eps: float) -> float:
         s = self.config.step_size
         if s is None:
             return 2.5 * eps / max(1, self.config.steps)
-        rel = relative_step(s) if isinstance(s, str) else None
-        return rel * eps if rel is not None else float(s)
+        return RelativeEps(s).of(eps) if isinstance(s, str) else float(s)
 
     def objective(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.config.loss == "cw":

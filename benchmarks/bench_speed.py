@@ -31,7 +31,6 @@ Also runs under pytest-benchmark (tiny CPU sizes):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import math
@@ -179,7 +178,7 @@ def make_defense(name: str):
 def step_context(x, y) -> StepContext:
     idx = torch.arange(x.shape[0], device=x.device)
     return StepContext(epoch=0, step=0, index=idx, next_batch=lambda: (x, y, idx),
-                       autocast=contextlib.nullcontext, num_classes=10, dataset_size=CIFAR_TRAIN_SIZE)
+                       num_classes=10, dataset_size=CIFAR_TRAIN_SIZE)
 
 
 def _error(e: BaseException) -> str:
@@ -452,7 +451,7 @@ def train_runner(variant: str, defense_name: str, base: nn.Module, data_u8: torc
         batches = data.batches(batch, shuffle=True, augment=True, padding=4, generator=g, drop_last=True)
         for _, (xb, yb, idx) in zip(range(n_batches), batches):
             ctx = StepContext(epoch=0, step=0, index=idx, next_batch=lambda: (xb, yb, idx),
-                              autocast=contextlib.nullcontext, num_classes=10,
+                              num_classes=10,
                               dataset_size=CIFAR_TRAIN_SIZE)
             loss_sum += defense.train_step(net, opt, xb, yb, ctx).float()
         return loss_sum.item()   # read once, as bench.run.train does per epoch

@@ -97,8 +97,8 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
+from bench.plugins.config import EpsValue
 from bench.plugins.defense import Defense, crafting
-from bench.suite.eps import parse_eps
 from bench.plugins.perturb import ascent_step, project as project_ball, project_delta
 from bench.plugins.registry import register_defense
 
@@ -224,11 +224,11 @@ class ATENT(Defense):
         }
 
         norm: Literal["linf", "l2"] = "linf"        # paper §4.2 (Table 3: ℓ∞-ATENT)
-        eps: float | str = "0.031"                  # paper §4 "Attacks" / §4.2: ε∞ 0.031; r with radius: eps
-        step_size: float | str = "0.007"            # η′, paper §4.2
+        eps: EpsValue = EpsValue("0.031")           # paper §4 "Attacks" / §4.2: ε∞ 0.031; r with radius: eps
+        step_size: EpsValue = EpsValue("0.007")     # η′, paper §4.2
         steps: int = 10                             # K, paper §4.2
         noise: float = 1e-3                         # ε of √(2η′)·ε·N(0, I), paper §4.2
-        gamma: float | str = "1/0.0031"             # γ, paper §4.2 (ℓ∞: sets r only with radius: inv_gamma)
+        gamma: EpsValue = EpsValue("1/0.0031")      # γ, paper §4.2 (ℓ∞: sets r only with radius: inv_gamma)
         radius: Literal["inv_gamma", "eps"] = "eps"  # Table 3: γ read as 1/ε (paper-tables.md); code: ε-ball
         pull: Literal["paper", "code"] = "paper"    # ℓ2: paper Algorithm 1 (inside η′); code: without η′
         project: Literal["last", "every", "none"] = "last"   # paper Algorithm 2 / Eq. 14
@@ -237,29 +237,26 @@ class ATENT(Defense):
         inner_mode: Literal["train", "eval"] = "train"   # paper silent; code: model.train()
 
         def __post_init__(self):
-            self.eps_value = parse_eps(self.eps).value
-            self.step_value = parse_eps(self.step_size).value
-            try:
-                self.gamma_value = parse_eps(self.gamma).value
-            except ValueError:
-                raise ValueError(f"gamma must be a number ≥ 0 or 'a/b', got {self.gamma!r}") from None
             if self.steps < 1:
                 raise ValueError("steps must be ≥ 1")
             if not 0.0 < self.alpha <= 1.0:
                 raise ValueError("alpha must be in (0, 1]")
             if self.noise < 0:
                 raise ValueError("noise must be ≥ 0")
-            self.radius_value = chain_radius(self.radius, self.gamma_value, self.eps_value)
             needs_radius = self.init != "none" or self.project != "none"
-            if needs_radius and not math.isfinite(self.radius_value):
+            if needs_radius and not math.isfinite(self.resolved_radius()):
                 raise ValueError(INV_GAMMA_NEEDS_GAMMA)
+
+        def resolved_radius(self) -> float:
+            """r: 1/γ or ε, as `radius` says."""
+            return chain_radius(self.radius, self.gamma, self.eps)
 
     def sample(self, model, x, y) -> list[torch.Tensor]:
         cfg = self.config
         with crafting(model, cfg.inner_mode):
-            return atent_chain(model, x, y, norm=cfg.norm, step=cfg.step_value,
-                               steps=cfg.steps, noise=cfg.noise, radius=cfg.radius_value,
-                               gamma=cfg.gamma_value, pull=cfg.pull, project=cfg.project,
+            return atent_chain(model, x, y, norm=cfg.norm, step=cfg.step_size,
+                               steps=cfg.steps, noise=cfg.noise, radius=cfg.resolved_radius(),
+                               gamma=cfg.gamma, pull=cfg.pull, project=cfg.project,
                                init=cfg.init)
 
     def loss(self, model, x, y, ctx):

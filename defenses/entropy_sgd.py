@@ -154,13 +154,12 @@ class EntropySGD(Defense):
         cfg = self.config
         optimizer.zero_grad(set_to_none=True)
         if cfg.L == 0:
-            with ctx.autocast():
-                loss = self.loss(model, x, y, ctx)
+            loss = self.loss(model, x, y, ctx)
             loss.backward()
             optimizer.step()
             return loss.detach()
 
-        with torch.no_grad(), ctx.autocast():
+        with torch.no_grad():
             loss = self.loss(model, x, y, ctx)
 
         params, wds = [], []
@@ -181,8 +180,7 @@ class EntropySGD(Defense):
 
         for _ in range(cfg.L):
             xb, yb = (x, y) if cfg.inner_batches == "same" else ctx.next_batch()[:2]
-            with ctx.autocast():
-                inner = self.loss(model, xb, yb, ctx)
+            inner = self.loss(model, xb, yb, ctx)
             grads = torch.autograd.grad(inner, params, allow_unused=True)
             with torch.no_grad():
                 for p, g, wd, wc, m, b in zip(params, grads, wds, w_c, mu, buf):

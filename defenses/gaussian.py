@@ -32,6 +32,7 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
+from bench.plugins.config import EpsValue
 from bench.plugins.defense import Defense
 from bench.plugins.registry import register_defense
 from defenses.trades import TRADES
@@ -67,7 +68,7 @@ class TradesSmooth(TRADES):
         }
 
         norm: Literal["linf", "l2"] = "l2"
-        eps: float | str = "0.435"
+        eps: EpsValue = EpsValue("0.435")
         sigma: float = 0.12
 
         def __post_init__(self):

@@ -32,8 +32,8 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
+from bench.plugins.config import EpsValue
 from bench.plugins.defense import Defense, crafting
-from bench.suite.eps import parse_eps
 from bench.plugins.perturb import pgd_ascent
 from bench.plugins.registry import register_defense
 
@@ -85,15 +85,11 @@ class MART(Defense):
         }
 
         norm: Literal["linf", "l2"] = "linf"  # l2: an extension (the reference is ℓ∞ only)
-        eps: float | str = "0.031"
-        step_size: float | str = "0.007"
+        eps: EpsValue = EpsValue("0.031")
+        step_size: EpsValue = EpsValue("0.007")
         steps: int = 10
         beta: float = 6.0                     # ResNet-18 recipe: 5.0
         inner_mode: Literal["eval", "train"] = "eval"
-
-        def __post_init__(self):
-            self.eps_value = parse_eps(self.eps).value
-            self.step_value = parse_eps(self.step_size).value
 
     def adversarial(self, model, x, y):
         cfg = self.config
@@ -101,7 +97,7 @@ class MART(Defense):
             x = x.detach()
             start = x + 0.001 * torch.randn_like(x)
             x_adv = pgd_ascent(lambda xa: F.cross_entropy(model(xa).float(), y), x, start,
-                               eps=cfg.eps_value, step=cfg.step_value, steps=cfg.steps, norm=cfg.norm)
+                               eps=cfg.eps, step=cfg.step_size, steps=cfg.steps, norm=cfg.norm)
         return x_adv.clamp(0.0, 1.0)
 
     def loss(self, model, x, y, ctx):

@@ -72,8 +72,8 @@ from typing import Callable, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
+from bench.plugins.config import EpsValue
 from bench.plugins.defense import Defense
-from bench.suite.eps import parse_eps
 from bench.plugins.perturb import ascent_step, project, random_init
 from bench.plugins.registry import register_defense
 
@@ -173,8 +173,8 @@ class MMA(Defense):
         }
 
         norm: Literal["linf", "l2"] = "linf"
-        d_max: float | str = "32/255"           # hinge_maxeps (CIFAR ℓ∞: 12, 20 or 32 /255)
-        mineps: float | str | None = None       # None: 0.005 (ℓ∞) or 0.5 (ℓ2), the CIFAR values
+        d_max: EpsValue = EpsValue("32/255")    # hinge_maxeps (CIFAR ℓ∞: 12, 20 or 32 /255)
+        mineps: EpsValue | None = None          # None: 0.005 (ℓ∞) or 0.5 (ℓ2), the CIFAR values
         nb_iter: int = 10                       # PGD iterations (MNIST: 40)
         eps_iter_scale: float = 2.5             # PGD step = scale · ε / nb_iter
         search_steps: int = 10                  # bisection steps
@@ -184,11 +184,6 @@ class MMA(Defense):
         search_mode: Literal["train", "eval"] = "train"  # reference: bisection in train mode
 
         def __post_init__(self):
-            self.d_max_value = parse_eps(self.d_max).value
-            if self.mineps is None:
-                self.mineps_value = 0.005 if self.norm == "linf" else 0.5
-            else:
-                self.mineps_value = parse_eps(self.mineps).value
             if not 0.0 <= self.clean_loss_coeff <= 1.0:
                 raise ValueError("clean_loss_coeff must be in [0, 1]")
             if self.nb_iter < 1:
@@ -197,6 +192,13 @@ class MMA(Defense):
     def __init__(self, config=None, *, num_classes: int = 10, dataset_size: int = 0):
         super().__init__(config, num_classes=num_classes, dataset_size=dataset_size)
         self.eps_table: torch.Tensor | None = None   # ε of each training example (0: unset)
+
+    @property
+    def mineps(self) -> float:
+        """The smallest ε an example starts from: the config's, or the CIFAR value of its norm."""
+        if self.config.mineps is not None:
+            return self.config.mineps
+        return 0.005 if self.config.norm == "linf" else 0.5
 
     # ------------------------------------------------------------- per-example state
     def _table(self, size: int, device) -> torch.Tensor:
@@ -212,7 +214,7 @@ class MMA(Defense):
 
     def get_eps(self, index: torch.Tensor, device) -> torch.Tensor:
         table = self._table(int(index.max()) + 1, device)
-        return table[index.to(device)].clamp_min(self.config.mineps_value)
+        return table[index.to(device)].clamp_min(self.mineps)
 
     def update_eps(self, index: torch.Tensor, eps: torch.Tensor) -> None:
         table = self._table(int(index.max()) + 1, eps.device)
@@ -242,18 +244,18 @@ class MMA(Defense):
         eps = torch.zeros(n, device=x.device)
         if bool(correct.any()):
             if index is None:
-                prev = torch.full((int(correct.sum()),), cfg.mineps_value, device=x.device)
+                prev = torch.full((int(correct.sum()),), self.mineps, device=x.device)
             else:
                 prev = self.get_eps(index[correct.to(index.device)], x.device)
             x_b, eps_b = anpgd(model, x[correct], y[correct], prev, norm=cfg.norm,
-                               nb_iter=cfg.nb_iter, maxeps=cfg.maxeps_factor * cfg.d_max_value,
+                               nb_iter=cfg.nb_iter, maxeps=cfg.maxeps_factor * cfg.d_max,
                                eps_iter_scale=cfg.eps_iter_scale, search_steps=cfg.search_steps,
                                rand_init=cfg.rand_init, search_mode=cfg.search_mode)
             x_mma[correct] = x_b
             eps[correct] = eps_b
 
         ce = F.cross_entropy(model(x_mma).float(), y, reduction="none")
-        keep = ~correct | (eps < cfg.d_max_value)
+        keep = ~correct | (eps < cfg.d_max)
         loss_mma = (ce * keep).sum() / n
         if index is not None:
             self.update_eps(index, eps)

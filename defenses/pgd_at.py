@@ -25,8 +25,8 @@ from typing import ClassVar, Literal
 
 import torch.nn.functional as F
 
+from bench.plugins.config import EpsValue
 from bench.plugins.defense import Defense, crafting
-from bench.suite.eps import parse_eps
 from bench.plugins.perturb import pgd_ascent, random_init
 from bench.plugins.registry import register_defense
 
@@ -56,22 +56,18 @@ class PGDAT(Defense):
         }
 
         norm: Literal["linf", "l2"] = "linf"
-        eps: float | str = "8/255"
-        step_size: float | str = "2/255"
+        eps: EpsValue = EpsValue("8/255")
+        step_size: EpsValue = EpsValue("2/255")
         steps: int = 10
         random_start: bool = True
         inner_mode: Literal["train", "eval"] = "train"
 
-        def __post_init__(self):
-            self.eps_value = parse_eps(self.eps).value
-            self.step_value = parse_eps(self.step_size).value
-
     def adversarial(self, model, x, y):
         cfg = self.config
         with crafting(model, cfg.inner_mode):
-            start = random_init(x, cfg.eps_value, cfg.norm) if cfg.random_start else x
+            start = random_init(x, cfg.eps, cfg.norm) if cfg.random_start else x
             return pgd_ascent(lambda xa: F.cross_entropy(model(xa).float(), y), x, start,
-                              eps=cfg.eps_value, step=cfg.step_value, steps=cfg.steps, norm=cfg.norm)
+                              eps=cfg.eps, step=cfg.step_size, steps=cfg.steps, norm=cfg.norm)
 
     def loss(self, model, x, y, ctx):
         return F.cross_entropy(model(self.adversarial(model, x, y)), y)

@@ -39,8 +39,8 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
+from bench.plugins.config import EpsValue
 from bench.plugins.defense import Defense, crafting
-from bench.suite.eps import parse_eps
 from bench.plugins.perturb import ascent_step, norms, pgd_ascent, project_delta
 from bench.plugins.registry import register_defense
 
@@ -107,28 +107,31 @@ class TRADES(Defense):
         }
 
         norm: Literal["linf", "l2"] = "linf"
-        eps: float | str = "0.031"           # TRADES CIFAR ε (MNIST: 0.3)
-        step_size: float | str | None = None  # None: 0.007 (ℓ∞) or 2ε/K (ℓ2), as trades.py
+        eps: EpsValue = EpsValue("0.031")    # TRADES CIFAR ε (MNIST: 0.3)
+        step_size: EpsValue | None = None    # None: 0.007 (ℓ∞) or 2ε/K (ℓ2), as trades.py
         steps: int = 10                      # K (MNIST: 40)
         beta: float = 6.0                    # 1/λ (MNIST script default: 1.0)
         inner_mode: Literal["eval", "train"] = "eval"
         reuse_clean_logits: bool = False     # True: one clean forward (not the reference)
 
         def __post_init__(self):
-            self.eps_value = parse_eps(self.eps).value
-            if self.step_size is None:
-                self.step_value = 0.007 if self.norm == "linf" else 2 * self.eps_value / self.steps
-            else:
-                self.step_value = parse_eps(self.step_size).value
             if self.steps < 0:
                 raise ValueError("steps must be ≥ 0")
 
     box: bool = True
 
+    @property
+    def step_size(self) -> float:
+        """The inner step: the config's, or the reference's rule (0.007 for ℓ∞, 2ε/K for ℓ2)."""
+        cfg = self.config
+        if cfg.step_size is not None:
+            return cfg.step_size
+        return 0.007 if cfg.norm == "linf" else 2 * cfg.eps / max(1, cfg.steps)
+
     def adversarial(self, model, x):
         cfg = self.config
         with crafting(model, cfg.inner_mode):
-            return trades_adversarial(model, x, eps=cfg.eps_value, step=cfg.step_value,
+            return trades_adversarial(model, x, eps=cfg.eps, step=self.step_size,
                                       steps=cfg.steps, norm=cfg.norm, box=self.box)
 
     def trades_objective(self, model, x, y):

@@ -20,7 +20,6 @@ decisions by the base class, the decision made by the policy's own model).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 
@@ -60,7 +59,7 @@ def _pgd_at(arch: str, dataset: str, data_root, *, eps: list[float], steps: int,
         for xb, yb, idx in train.batches(batch, shuffle=True, augment=info.augment,
                                          padding=info.crop_padding, generator=gen, drop_last=True):
             ctx = StepContext(epoch=epoch, step=0, index=idx, next_batch=lambda: (xb, yb, idx),
-                              autocast=contextlib.nullcontext, num_classes=info.num_classes,
+                              num_classes=info.num_classes,
                               dataset_size=len(train))
             defense.train_step(model, opt, xb, yb, ctx)
     return model.eval()

@@ -212,7 +212,7 @@ def test_training_inner_loops_make_no_host_sync(name, config, no_host_sync):
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.rand(6, *MNIST.shape), torch.randint(0, 10, (6,))
     ctx = StepContext(epoch=0, step=0, index=torch.arange(6), next_batch=lambda: (x, y, torch.arange(6)),
-                      autocast=contextlib.nullcontext, num_classes=10, dataset_size=6)
+                      num_classes=10, dataset_size=6)
     with no_host_sync():
         loss = defense.train_step(net, opt, x, y, ctx)
     assert torch.isfinite(loss)

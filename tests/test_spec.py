@@ -218,4 +218,4 @@ def test_a_preset_is_its_values_written_out_and_explicit_keys_win(tmp_path):
     over = load_suite(write(tmp_path, preset.replace("{preset: mnist_linf}",
                                                      "{preset: mnist_linf, steps: 7}")))
     assert over.models["m_at"].defense_config.steps == 7
-    assert over.models["m_at"].defense_config.eps_value == pytest.approx(0.3)
+    assert over.models["m_at"].defense_config.eps == pytest.approx(0.3)

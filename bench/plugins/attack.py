@@ -11,6 +11,10 @@ with eps = inf and its minimal perturbation is clipped to each ε of a sweep.
 
 Robust means: correct on the clean input *and* on every adversarial input tried.
 
+Traits: class attributes a plugin overrides to tell the engine and the sanity flags
+(`bench.run.sanity`) what kind of attack it is; each is declared, with its default, on
+`Attack` below.
+
 Per-sample extra outputs: an attack that produces numbers besides the bool outcome
 (the smoothing certifier's radii and predictions) assigns, in each `run_sweep` call,
 a new dict `self.details = {name: tensor}` with one value per input sample in input
@@ -21,24 +25,19 @@ shared class default.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 from torch import nn
 
 from bench.errors import BenchError
+from bench.plugins.base import Plugin
 from bench.plugins.perturb import NORMS, Norm, project, within
 
 
 class AttackError(BenchError):
     """An attack broke its contract (for example, an adversarial input outside the ε-ball)."""
-
-
-@dataclasses.dataclass
-class NoConfig:
-    """This plugin takes no options."""
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
@@ -48,17 +47,33 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) ->
         return torch.cat([model(c).argmax(dim=1) for c in x.split(batch_size)])
 
 
-class Attack:
+class Attack(Plugin):
     """Base class of attack plugins. Subclasses set `Config` (a dataclass) and `perturb`."""
 
-    Config: type = NoConfig
-    version: str = "1"
-    uses_eps: bool = True        # False: the result does not depend on ε (clean accuracy)
-    minimization: bool = False   # True: one run, clipped to each ε of a sweep
-    details: dict[str, torch.Tensor] = {}  # per-sample extras of the last run_sweep (see above)
+    # ------------------------------------------------------------------ traits
+    uses_eps: ClassVar[bool] = True
+    """False: the result does not depend on ε, one row per model (clean accuracy)."""
 
-    def __init__(self, config=None):
-        self.config = config if config is not None else self.Config()
+    minimization: ClassVar[bool] = False
+    """True: `perturb` runs once with ε = inf and returns a minimal perturbation, which
+    the base class clips to each ε of a sweep (DeepFool, CW-ℓ2, certification)."""
+
+    crafts_inputs: ClassVar[bool] = True
+    """False: no adversarial inputs; the plugin overrides `run_sweep` and answers by another
+    procedure (randomized-smoothing certification), so `perturb` is never called."""
+
+    strength: ClassVar[int | None] = None
+    """The declared strength tier, or None (not compared). Where two attacks on the same
+    model, norm and ε differ in it, the weaker one finding fewer robust samples flags both
+    ("weaker_attack_stronger"). Scale: 100 the reference (AutoAttack); 50 fixed-budget
+    multi-step gradient attacks (PGD, CW-ℓ∞, CW-ℓ2); lower is weaker by design (ATENT as
+    an attack 30, DeepFool 10, ART's CW-ℓ∞ 5). Same tier: not compared."""
+
+    bounded_by_clean: ClassVar[bool] = True
+    """False where the evaluated classifier is not the model whose clean accuracy is stored
+    (the smoothed classifier of certification), so robust accuracy may exceed it."""
+
+    details: dict[str, torch.Tensor] = {}  # per-sample extras of the last run_sweep (see above)
 
     # ----------------------------------------------------------------- plugin API
     @property
@@ -76,9 +91,6 @@ class Attack:
                 eps: float) -> torch.Tensor:
         """Return adversarial inputs for (x, y) at budget eps. The model is in eval mode."""
         raise NotImplementedError
-
-    def describe(self) -> str:
-        return self.registry_name if hasattr(self, "registry_name") else type(self).__name__
 
     # ----------------------------------------------------------------- engine API
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

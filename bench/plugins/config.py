@@ -9,16 +9,23 @@ A Config may also carry `PRESETS: ClassVar[dict[str, dict]]`, named sets of valu
 paper's settings per table). `{preset: NAME, key: value}` starts from that set and lets
 the explicit keys override it; only the resolved values are kept, so a preset and the
 same values written out give the same config (and the same cell keys).
+
+ε-like options (radii, step sizes, pixel units) are typed `EpsValue` (kept as written:
+0.031 and "8/255" are different keys), `EpsNumber` (kept as its number) or `RelativeEps`
+("ε/20", a step relative to the cell's ε). Coercion parses them, so a plugin reads a
+float; `config_dict` writes what the key has always hashed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Mapping, Union
 
 from bench.plugins.registry import did_you_mean
+from bench.suite.eps import parse_eps
 
 
 class ConfigError(ValueError):
@@ -29,6 +36,108 @@ class ConfigError(ValueError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
+# ----------------------------------------------------------------------------- ε options
+
+def _finite_eps(raw: Any) -> float:
+    """`parse_eps`'s value, also refusing what overflows a float ("1e400", 10**400)."""
+    try:
+        value = parse_eps(raw).value                  # ValueError says why not
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"epsilon must be a finite number ≥ 0, got {raw!r}")
+    return value
+
+
+class EpsValue(float):
+    """An ε-like option written 0.3, 2 or "8/255": the float, remembering its `literal`.
+
+    `literal` (a number, or the string verbatim) is what `config_dict` writes and keys
+    hash, so TRADES' "0.031" and 8/255 stay different cells (bench.suite.eps). Parsed by
+    `build_config`; in Python pass a float or `EpsValue("8/255")`."""
+
+    __slots__ = ("literal",)
+    type_name = "a number ≥ 0 or 'a/b'"
+    literal: float | str
+
+    def __new__(cls, raw: Any):
+        if isinstance(raw, EpsValue):
+            raw = raw.literal
+        self = super().__new__(cls, _finite_eps(raw))
+        self.literal = cls._literal(raw, float(self))
+        return self
+
+    @staticmethod
+    def _literal(raw: Any, value: float) -> float | str:
+        return float(raw) if isinstance(raw, (int, float)) else raw
+
+    @classmethod
+    def from_config(cls, raw: Any) -> "EpsValue":
+        return raw if isinstance(raw, cls) else cls(raw)
+
+    def __repr__(self) -> str:
+        return repr(self.literal)
+
+    def __str__(self) -> str:
+        return str(self.literal)
+
+    def __reduce__(self):
+        return type(self), (self.literal,)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class EpsNumber(EpsValue):
+    """An ε-like option whose literal is its number: "2/255" is written (and keyed) as
+    0.00784…, as the PGD and CW-ℓ∞ step sizes always were."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _literal(raw: Any, value: float) -> float | str:
+        return value
+
+
+class RelativeEps(str):
+    """A step relative to the cell's ε, kept as written: "ε/20" (ε·0.05), "eps*0.25", "ε"."""
+
+    type_name = "a relative step size (ε/k or ε*k)"
+    factor: float
+
+    def __new__(cls, raw: Any):
+        if not isinstance(raw, str):
+            raise ValueError(f"malformed relative step size {raw!r}: expected ε/k or ε*k")
+        t = raw.replace(" ", "")
+        rest = t[1:] if t.startswith("ε") else t[3:] if t.startswith("eps") else None
+        k = 0.0
+        if rest and rest[0] in "/*":
+            try:
+                k = _finite_eps(rest[1:])
+            except ValueError:
+                pass
+        if rest != "" and not k > 0:
+            raise ValueError(f"malformed relative step size {raw!r}: expected ε/k or ε*k, "
+                             f"e.g. ε/20")
+        self = super().__new__(cls, raw)
+        self.factor = 1.0 if rest == "" else 1.0 / k if rest[0] == "/" else k
+        return self
+
+    @classmethod
+    def from_config(cls, raw: Any) -> "RelativeEps":
+        return raw if isinstance(raw, cls) else cls(raw)
+
+    def of(self, eps: float) -> float:
+        """The step at the cell's ε."""
+        return self.factor * eps
+
+    def __reduce__(self):
+        return type(self), (str(self),)
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -37,6 +146,8 @@ def _type_name(tp: Any) -> str:
         return " | ".join(_type_name(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
+    if hasattr(tp, "type_name"):
+        return tp.type_name
     if origin is not None:
         return str(tp).replace("typing.", "")
     return getattr(tp, "__name__", str(tp))
@@ -65,6 +176,11 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
         if value is None:
             return None
         raise ConfigError(path, f"must be null, got {value!r}")
+    if isinstance(tp, type) and hasattr(tp, "from_config"):   # ε options (above)
+        try:
+            return tp.from_config(value)
+        except ValueError as e:
+            raise ConfigError(path, str(e)) from None
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -156,6 +272,10 @@ def config_dict(cfg: Any) -> dict:
 
 
 def _plain(v: Any) -> Any:
+    if isinstance(v, EpsValue):
+        return v.literal
+    if isinstance(v, RelativeEps):
+        return str.__str__(v)
     if isinstance(v, dict):
         return {str(k): _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):

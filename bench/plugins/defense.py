@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
-from bench.plugins.attack import NoConfig
+from bench.plugins.base import Plugin
 from bench.run.precision import frozen_parameters
 
 
@@ -47,19 +47,18 @@ class StepContext:
     step: int                      # global optimizer step, 0-based
     index: torch.Tensor            # dataset indices of the batch (per-sample state)
     next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # fresh (x, y, index)
-    autocast: Callable[[], Any]    # context manager for the forward passes (precision policy)
     num_classes: int
     dataset_size: int
 
 
-class Defense:
-    """Base class of defense plugins. Subclasses set `Config` (a dataclass) and `loss`."""
+class Defense(Plugin):
+    """Base class of defense plugins. Subclasses set `Config` (a dataclass) and `loss`.
 
-    Config: type = NoConfig
-    version: str = "1"
+    The precision policy is not the defense's business: the loop hands it a model that
+    already runs its forward passes under the policy (`bench.run.precision`)."""
 
     def __init__(self, config=None, *, num_classes: int = 10, dataset_size: int = 0):
-        self.config = config if config is not None else self.Config()
+        super().__init__(config)
         self.num_classes = num_classes
         self.dataset_size = dataset_size
 
@@ -75,8 +74,7 @@ class Defense:
                    x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         """One update; returns the detached batch loss (no host sync)."""
         optimizer.zero_grad(set_to_none=True)
-        with ctx.autocast():
-            loss = self.loss(model, x, y, ctx)
+        loss = self.loss(model, x, y, ctx)
         loss.backward()
         optimizer.step()
         return loss.detach()

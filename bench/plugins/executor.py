@@ -27,8 +27,9 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
+from bench.plugins.base import Plugin
 from bench.run.plan import Cell
 
 
@@ -50,17 +51,12 @@ class LaunchContext:
         return self.plan.replace(**{"label": f"{self.plan.executor} {i}", **kw})
 
 
-class Executor:
+class Executor(Plugin):
     """Starts the workers of a run and waits for them."""
-
-    registry_name: ClassVar[str] = "?"
 
     @dataclass
     class Config:
         workers: int | None = None
-
-    def __init__(self, config: Any | None = None):
-        self.config = config if config is not None else self.Config()
 
     @property
     def workers(self) -> int | None:

@@ -16,18 +16,14 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from bench.plugins.attack import NoConfig
+from bench.plugins.base import Plugin
 from bench.plugins.config import build_config
 from bench.data.read import DatasetInfo
 from bench.plugins.registry import MODELS
 
 
-class ModelPlugin:
-    Config: type = NoConfig
-    version: str = "1"
-
-    def __init__(self, config=None):
-        self.config = config if config is not None else self.Config()
+class ModelPlugin(Plugin):
+    """Base class of model plugins: `build` the network for a dataset."""
 
     def build(self, info: DatasetInfo) -> nn.Module:
         raise NotImplementedError

@@ -16,14 +16,9 @@ Pure functions the runner calls; none of them knows an attack by name.
 * `worst_case(outcomes)` — the per-sample AND over attacks (robust against all;
   bench.db.database's, beside the packed format it reads).
 
-Attack traits are optional class attributes of attack plugins, read with `getattr`:
-  `strength: int` — declared strength tier; only attacks that both declare one and
-      differ in it are compared. Scale: 100 = the reference (AutoAttack, strongest);
-      50 = fixed-budget multi-step gradient attacks (PGD, CW-ℓ∞, CW-ℓ2); lower =
-      weaker by design (ATENT-as-attack 30, DeepFool 10). Same tier: not compared.
-  `bounded_by_clean: bool` (default True) — False where the evaluated classifier is
-      not the model whose clean accuracy is stored (randomized-smoothing certification).
-  `uses_eps: bool` (the base class's) — False marks the clean-accuracy row.
+The attack traits the flags read — `strength`, `bounded_by_clean` and `uses_eps` (False
+marks the clean-accuracy row) — are declared, with their defaults and meaning, on
+`bench.plugins.attack.Attack`.
 
 Per-sample outcomes are compared on the examples two rows have in common: rows with
 the same `data` key (split, example selection) and the first min(n₁, n₂) samples —
@@ -43,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.db.database import unpack_outcomes, worst_case  # noqa: F401 (worst_case: sanity's API)
+from bench.plugins.attack import Attack
 
 RANDOMIZED_OUTPUTS = "randomized_outputs"
 ZERO_GRADIENTS = "zero_gradients"
@@ -140,17 +136,18 @@ class ResultRow:
         return cls(**{k: v for k, v in row.items() if k in names})
 
 
-def row_from_record(record: Any, attack_cls: type | None = None, *, data: str | None = None
-                    ) -> ResultRow:
+def row_from_record(record: Any, attack_cls: type[Attack] | None = None, *,
+                    data: str | None = None) -> ResultRow:
     """A ResultRow from a stored result (attributes cell_key, model_key, attack, norm, eps,
-    n, outcomes as packed bits, split) and its attack plugin class (for the traits)."""
-    uses_eps = getattr(attack_cls, "uses_eps", True) if attack_cls is not None else True
+    n, outcomes as packed bits, split) and its attack plugin class (for the traits; None,
+    a plugin no longer registered, gets the base class's defaults)."""
+    traits = attack_cls if attack_cls is not None else Attack
     return ResultRow(
         key=record.cell_key, model_key=record.model_key, attack=record.attack,
         norm=record.norm, eps=record.eps, outcomes=record.outcomes, n=record.n,
-        clean=not uses_eps,
-        strength=getattr(attack_cls, "strength", None),
-        bounded_by_clean=getattr(attack_cls, "bounded_by_clean", True),
+        clean=not traits.uses_eps,
+        strength=traits.strength,
+        bounded_by_clean=traits.bounded_by_clean,
         data=data if data is not None else f"{getattr(record, 'split', '')}",
     )
 

@@ -8,7 +8,6 @@ device and read once per epoch, where a non-finite loss fails the model.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -157,7 +156,7 @@ def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
             for g in optimizer.param_groups:
                 g["lr"] = lr
             ctx = StepContext(epoch=epoch, step=step, index=idx, next_batch=lambda: next(extra),
-                              autocast=contextlib.nullcontext, num_classes=info.num_classes,
+                              num_classes=info.num_classes,
                               dataset_size=len(train))
             loss_sum += defense.train_step(net, optimizer, x, y, ctx).float()
             n_batches += 1
