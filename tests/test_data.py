@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
 import shutil
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data.read import (DeviceData, augment_batch, carve_validation, load_split)
+from bench.data.read import (DeviceData, augment_batch, carve_validation, load_split,
+                             read_cifar_pickles)
 from bench.errors import DataError
 
 
@@ -50,9 +52,14 @@ def test_torchvision_layouts_are_read_and_verified(data_root, cifar10_root, tmp_
     folder.mkdir()
     with open(folder / "test_batch", "wb") as f:
         pickle.dump({b"data": cx.transpose(0, 3, 1, 2).reshape(len(cx), -1),
-                     b"labels": cy.tolist()}, f)
-    cx2, cy2 = load_split("cifar10", "test", tmp_path, offline=True)
+                     b"labels": cy.tolist()}, f, protocol=4)
+    # the batch is read (numpy-only) when its md5 is the one given: the official one for
+    # the plugin, so this re-pickled copy is refused there (tests/test_untrusted_files.py)
+    md5 = hashlib.md5((folder / "test_batch").read_bytes()).hexdigest()
+    cx2, cy2 = read_cifar_pickles(folder, {"test_batch": md5})
     assert np.array_equal(cx, cx2) and np.array_equal(cy, cy2)
+    with pytest.raises(DataError, match="not the official CIFAR batch test_batch"):
+        load_split("cifar10", "test", tmp_path, offline=True)
 
 
 def test_corrupt_npz_is_detected(data_root, tmp_path):

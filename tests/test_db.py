@@ -95,8 +95,34 @@ def test_a_version_2_database_gains_leases_workers_and_who_made_each_result(tmp_
     assert "worker" in {col["name"] for col in insp.get_columns("results")}
     assert "worker" in {col["name"] for col in insp.get_columns("models")}
     with engine.connect() as c:
-        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == 3
+        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == db.SCHEMA_VERSION
         assert c.execute(text("SELECT cell_id, n_correct, worker FROM results")).one() == ("d/m/clean", 3, None)
+
+
+def test_a_version_3_database_gains_the_record_of_resume_files(tmp_path):
+    """Version 3 → 4: resume_states appears (empty: a resume file written by version 3 has
+    no record, so it is not trusted) and the rows recorded before are kept."""
+    from sqlalchemy.orm import Session
+    path = tmp_path / "v3.sqlite"
+    engine = db.open_db(path)
+    with Session(engine) as s:     # a model recorded by version 3
+        s.add(db.ModelRecord(key="mk", name="m", dataset="d", arch="a", defense="sgd", config={},
+                             checkpoint_path="/x.pt", checkpoint_sha256="ab" * 32))
+        s.commit()
+    with engine.begin() as c:      # make it a version-3 file
+        c.execute(text("DROP TABLE resume_states"))
+        c.execute(text("UPDATE schema_info SET version = 3"))
+    engine.dispose()
+    engine = db.open_db(path)
+    assert "resume_states" in inspect(engine).get_table_names()
+    with engine.connect() as c:
+        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == 4
+        assert c.execute(text("SELECT key, checkpoint_sha256 FROM models")).one() == ("mk", "ab" * 32)
+    with Session(engine) as s:
+        assert s.get(db.ResumeRecord, "mk") is None
+        s.add(db.ResumeRecord(model_key="mk", sha256="cd" * 32, epoch=2))
+        s.commit()
+        assert s.get(db.ResumeRecord, "mk").previous_sha256 is None
 
 
 def test_postgresql_urls_use_psycopg_3():

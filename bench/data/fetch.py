@@ -31,7 +31,6 @@ import gzip
 import io
 import json
 import os
-import pickle
 import re
 import socket
 import subprocess
@@ -47,6 +46,7 @@ import numpy as np
 from bench.checkpoints.cache import sha256_file
 from bench.data.read import (ENV_DATA_ROOT, DatasetMissing, DatasetPlugin, NpzPart, content_sha256,
                         load_split, part_status)
+from bench.data.unpickle import NumpyOnlyUnpickler
 from bench.errors import DataError
 from bench.plugins.registry import DATASETS, did_you_mean
 
@@ -186,36 +186,6 @@ def fashion_mnist_from_idx(files: dict[str, bytes]) -> Splits:
             raise ValueError(f"{split}: images {x.shape} do not match labels {y.shape}")
         splits[split] = (x[..., None], y)
     return splits
-
-
-def _numpy_reconstruct():
-    try:
-        from numpy._core.multiarray import _reconstruct      # numpy >= 2
-    except ImportError:                                       # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """An unpickler that can build numpy arrays and nothing else.
-
-    Only `numpy.ndarray`, `numpy.dtype` and `numpy.core.multiarray._reconstruct` (under its
-    numpy 1 and numpy 2 module names) may be looked up; any other global, such as
-    `os.system` or `builtins.eval`, is refused before it can be called.
-    """
-
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
-                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: "
-                                         f"only numpy arrays may be unpickled here")
-        if name == "ndarray":
-            return np.ndarray
-        if name == "dtype":
-            return np.dtype
-        return _numpy_reconstruct()
 
 
 def _k256(x: np.ndarray, what: str) -> np.ndarray:

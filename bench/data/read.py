@@ -18,7 +18,6 @@ import dataclasses
 import gzip
 import hashlib
 import os
-import pickle
 from pathlib import Path
 from typing import Iterator
 
@@ -26,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.errors import DataError
+from bench.data.unpickle import loads_numpy_only
+from bench.errors import DataError, one_line, printable
 from bench.plugins.registry import DATASETS
 
 ENV_DATA_ROOT = "BENCH_DATA_ROOT"
@@ -75,6 +75,10 @@ class DatasetPlugin:
         """Read `split` from torchvision's layout under root, or None if it is not there."""
         return None
 
+    def torchvision_present(self, root: Path, split: str) -> bool:
+        """Whether `split` is in torchvision's layout under root (not verified)."""
+        return self.read_torchvision(root, split) is not None
+
 
 # ------------------------------------------------------------------------- reading
 
@@ -118,16 +122,48 @@ def find_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def read_cifar_pickles(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    if not all((folder / n).exists() for n in names):
+MAX_CIFAR_BATCH_BYTES = 40 << 20      # an official batch is 31,035,704 bytes (test: 31,035,526)
+
+
+def read_cifar_pickles(folder: Path, md5s: dict[str, str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """torchvision's CIFAR batches (file name → official md5, in order) under folder as
+    (x uint8 N×H×W×C, y), or None when one of them is absent.
+
+    Anyone may have put these files in a data root, and the format is a pickle: a file is
+    read only if it is small enough and its md5 is the official one, and then with
+    `bench.data.unpickle.NumpyOnlyUnpickler`, so a planted pickle is a DataError and none
+    of its code runs.
+    """
+    if not all((folder / n).exists() for n in md5s):
         return None
     xs, ys = [], []
-    for n in names:
-        with open(folder / n, "rb") as f:
-            d = pickle.load(f, encoding="bytes")  # torchvision's own format is a pickle
-        xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        ys.append(np.asarray(d[b"labels"], dtype=np.uint8))
+    for name, md5 in md5s.items():
+        path = folder / name
+        data = _read_at_most(path, MAX_CIFAR_BATCH_BYTES)
+        got = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if got != md5:
+            raise DataError(f"{printable(path)} is not the official CIFAR batch {name} (md5 "
+                            f"{got[:12]}… ≠ {md5[:12]}…), so it is not read; delete it and run "
+                            f"`python -m bench data fetch cifar10`")
+        try:
+            d = loads_numpy_only(data, encoding="bytes")   # torchvision's format is a pickle
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            ys.append(np.asarray(d[b"labels"], dtype=np.uint8))
+        except Exception as e:  # an official file always parses; anything else is damage
+            raise DataError(f"{printable(path)} cannot be read ({one_line(e)})") from None
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def _read_at_most(path: Path, limit: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise DataError(f"{printable(path)} cannot be read: {e.strerror or one_line(e)}") from None
+    if len(data) > limit:
+        raise DataError(f"{printable(path)} is larger than {limit >> 20} MiB, so it is not "
+                        f"the official file; delete it and run `python -m bench data fetch cifar10`")
+    return data
 
 
 class DatasetMissing(DataError):
@@ -206,6 +242,9 @@ def verify_dataset(name: str, root: Path) -> dict[str, str]:
         if all(s == "missing" for s in status.values()):
             try:
                 tv = plugin.read_torchvision(root, split)
+            except DataError as e:
+                out[split] = f"corrupt (torchvision layout: {one_line(e)})"
+                continue
             except Exception as e:
                 out[split] = f"corrupt (torchvision layout unreadable: {type(e).__name__})"
                 continue
@@ -230,7 +269,7 @@ def split_present(name: str, split: str, root: Path) -> bool:
     if parts and all((Path(root) / p.file).exists() for p in parts):
         return True
     try:
-        return plugin.read_torchvision(Path(root), split) is not None
+        return plugin.torchvision_present(Path(root), split)
     except Exception:
         return False
 

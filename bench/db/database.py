@@ -8,7 +8,8 @@ Tables: runs (one per command), models (one per trained model key, with its
 checkpoint's sha256 and training curves), results (one per cell key: outcome per
 sample as a bitmap, provenance), reported (the paper's values from suite.yaml),
 leases (one per model job a worker holds) and workers (one per worker process): the
-registry is also the coordinator of many workers (`bench.db.claims`).
+registry is also the coordinator of many workers (`bench.db.claims`); resume_states (the
+sha256 of each per-epoch resume file bench wrote, `bench.run.resume`).
 
 Many processes open, migrate and write one database at once: the schema is created and
 migrated under an exclusive lock, results and models are written with an upsert keyed by
@@ -32,7 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_DB = Path("results") / "bench.sqlite"
 
 
@@ -205,6 +206,19 @@ class WorkerRecord(Base):
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # trained, loaded, cells…
 
 
+class ResumeRecord(Base):
+    """What bench last wrote as a model key's per-epoch resume file (v4): one is loaded only
+    if its sha256 is `sha256` or `previous_sha256` (the file it replaced)."""
+
+    __tablename__ = "resume_states"
+    model_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    previous_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)          # 0-based, as the file holds
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    updated: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
 # ------------------------------------------------------------------------- per-sample data
 
 def pack_outcomes(outcomes: np.ndarray) -> bytes:
@@ -360,8 +374,12 @@ def _v2_to_v3(conn) -> None:
             conn.execute(text(f"ALTER TABLE {table} ADD COLUMN worker VARCHAR(255)"))
 
 
+def _v3_to_v4(conn) -> None:
+    """Resume files are trusted only as recorded: `create_all` adds the resume_states table."""
+
+
 # Migrations: MIGRATIONS[v] takes a connection at schema version v to v + 1.
-MIGRATIONS: dict[int, Callable] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 class SchemaError(BenchError):

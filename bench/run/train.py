@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.checkpoints.cache import verify_sha256
 from bench.data.read import DeviceData, carve_validation
 from bench.plugins.defense import Defense, StepContext
 from bench.errors import BenchError
 from bench.data.fetch import load_or_fetch
 from bench.run.precision import Policy
+from bench.run.resume import ResumeFile
 from bench.suite.recipe import TrainConfig
 from bench.plugins.registry import DATASETS, DEFENSES
 from bench.suite.spec import ModelSpec
@@ -90,19 +91,14 @@ def accuracy(model: nn.Module, data: DeviceData, batch_size: int = 512) -> float
     return correct.item() / max(1, len(data))
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
-                resume_path: Path | None = None, progress: bool = True, offline: bool = False,
+                resume: ResumeFile | None = None, progress: bool = True, offline: bool = False,
                 robust_eval: Callable[[nn.Module, DeviceData], float] | None = None,
-                init_path: Path | None = None,
+                init_path: Path | None = None, init_sha256: str | None = None,
                 log: Callable[[str], None] = lambda s: None) -> TrainResult:
-    """Train `spec` with its defense and recipe; resume from `resume_path` if it holds
-    the state of an interrupted run of the same model key."""
+    """Train `spec` with its defense and recipe; resume from `resume` if it holds the state
+    bench saved (and recorded) for an interrupted run of the same model key. `init_path`
+    starts from a checkpoint; with `init_sha256` (a model bench trained), only if it matches."""
     cfg = spec.train
     gen = seed_everything(spec.seed)
     info = DATASETS.get(spec.dataset.plugin).info
@@ -111,6 +107,8 @@ def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
     init = init_path or (Path(cfg.init_from).expanduser() if cfg.init_from else None)
     if init is not None:
         from bench.checkpoints.foreign import load_external_checkpoint
+        if init_sha256 is not None:     # a model bench trained: only the bytes it recorded
+            verify_sha256(init, init_sha256, what="starting checkpoint")
         load_external_checkpoint(model, init, rename=spec.plugin().adapt_state_dict)
     defense: Defense = DEFENSES.get(spec.defense)(copy.deepcopy(spec.defense_config),
                                                   num_classes=info.num_classes,
@@ -122,21 +120,20 @@ def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
     curves: dict[str, list] = {"epoch": [], "loss": [], "lr": [], "seconds": []}
     start_epoch, best, best_epoch, best_state, step = 0, -math.inf, None, None, 0
     resumed_from = None
-    if resume_path is not None and resume_path.exists():
+    state = resume.load(policy.device, log) if resume is not None else None
+    if state is not None:     # verified: the bytes bench wrote for this model key
         try:
-            state = torch.load(resume_path, map_location=policy.device, weights_only=True)
-            if state.get("key") == spec.key:
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                defense.load_state_dict(state.get("defense", {}))
-                curves, start_epoch, step = state["curves"], state["epoch"] + 1, state["step"]
-                best, best_epoch, best_state = state["best"], state["best_epoch"], state["best_state"]
-                gen.set_state(state["generator"])
-                torch.set_rng_state(state["torch_rng"])
-                resumed_from = start_epoch
-                log(f"resuming {spec.name} at epoch {start_epoch + 1}/{cfg.epochs}")
-        except Exception as e:  # an unreadable resume file only costs the progress it held
-            log(f"ignoring unreadable resume state {resume_path.name}: {type(e).__name__}")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            defense.load_state_dict(state.get("defense", {}))
+            curves, start_epoch, step = state["curves"], state["epoch"] + 1, state["step"]
+            best, best_epoch, best_state = state["best"], state["best_epoch"], state["best_state"]
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            resumed_from = start_epoch
+            log(f"resuming {spec.name} at epoch {start_epoch + 1}/{cfg.epochs}")
+        except Exception as e:  # an unusable resume state only costs the progress it held
+            log(f"ignoring unusable resume state {resume.path.name}: {type(e).__name__}")
 
     # Entropy-SGD-style defenses draw extra minibatches: a second, endless shuffled stream.
     extra = _endless(train, cfg.batch_size, augment, info.crop_padding, gen)
@@ -181,11 +178,11 @@ def train_model(spec: ModelSpec, *, data_root: Path, policy: Policy,
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         epoch_seconds = time.perf_counter() - te
         curves["seconds"].append(epoch_seconds)
-        if resume_path is not None:
-            _atomic_save({"key": spec.key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "defense": defense.state_dict(), "curves": curves, "epoch": epoch, "step": step,
-                          "best": best, "best_epoch": best_epoch, "best_state": best_state,
-                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, resume_path)
+        if resume is not None:
+            resume.save({"key": spec.key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "defense": defense.state_dict(), "curves": curves, "epoch": epoch, "step": step,
+                         "best": best, "best_epoch": best_epoch, "best_state": best_state,
+                         "generator": gen.get_state(), "torch_rng": torch.get_rng_state()})
         # one self-contained line per epoch: a piped log (no progress bar) is never silent
         log(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {mean_loss:.4f}"
             + (f", val clean {curves['val_clean_acc'][-1]:.3f}" if val is not None else "")

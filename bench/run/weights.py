@@ -5,7 +5,8 @@ is the only one that trains it, writes `<results-dir>/checkpoints/<key>.pt` atom
 (temporary file, then rename) and only then records the model with the checkpoint's
 sha256; any other worker loads it only after the sha256 matches (a missing, half-written
 or corrupt file is retrained, never used). Training keeps a per-epoch resume file beside
-it, so a worker that takes over a dead worker's job resumes where that one stopped.
+it (trusted only when its sha256 is the one bench recorded: `bench.run.resume`), so a
+worker that takes over a dead worker's job resumes where that one stopped.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bench.checkpoints.sources import redacted_config
 from bench.errors import CheckpointError
 from bench.run.plan import ModelJob
 from bench.run.precision import Policy, device_name
+from bench.run.resume import ResumeFile
 from bench.db.provenance import library_versions
 from bench.db.retry import with_retry
 from bench.suite.spec import ModelSpec
@@ -114,20 +116,21 @@ class ModelStore:
     def _train(self, job: ModelJob, run_id: int):
         spec = job.model
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        resume = self.ckpt_dir / f"{job.key}.resume.pt"
-        init_path = None
+        resume = ResumeFile(self.engine, self.ckpt_dir / f"{job.key}.resume.pt", job.key, self.worker)
+        init_path = init_sha256 = None
         if spec.init_model is not None and spec.init_model.checkpoint:
             init_path = self._checkpoint_file(spec.init_model)[0]
         elif spec.init_model is not None:  # fine-tuning: the starting model first (cached or trained)
             self.model_for(ModelJob(spec.init_model, []), run_id, RunSummary(run_id))
             with Session(self.engine) as s:
-                init_path = Path(s.get(db.ModelRecord, spec.init_model.key).checkpoint_path)
+                init_rec = s.get(db.ModelRecord, spec.init_model.key)
+                init_path, init_sha256 = Path(init_rec.checkpoint_path), init_rec.checkpoint_sha256
         self.stage("training")
         self.out(f"training {spec.name} ({spec.arch}, {spec.defense}, {spec.train.epochs} epochs) on {self.device}")
-        res = train_model(spec, data_root=self.data_root, policy=self.policy, resume_path=resume,
+        res = train_model(spec, data_root=self.data_root, policy=self.policy, resume=resume,
                           progress=self.progress, offline=self.offline,
                           robust_eval=_validation_robust_accuracy(spec),
-                          log=self.out, init_path=init_path)
+                          log=self.out, init_path=init_path, init_sha256=init_sha256)
         if res.resumed_from is not None:
             self.resumed[spec.name] = res.resumed_from + 1
         path = self.ckpt_dir / f"{job.key}.pt"
@@ -136,7 +139,7 @@ class ModelStore:
         if res.best_epoch is not None:
             curves["best_epoch"] = res.best_epoch
         self._record_model(job, path, sha, run_id, res.seconds, curves)
-        resume.unlink(missing_ok=True)
+        resume.discard()
         return res.model.eval()
 
     def model_for(self, job: ModelJob, run_id: int, summary: RunSummary):

@@ -20,6 +20,17 @@ _TRAIN_SHA = (
     "efb6334c7c1f88ac69032959408d9eeccb983002e83119b66de7309d3d2c7915",
 )
 
+# md5 of the official python batches: torchvision 0.29.1, torchvision/datasets/cifar.py,
+# CIFAR10.train_list and CIFAR10.test_list (a batch is read only if it matches).
+_TORCHVISION_MD5 = {
+    "train": {"data_batch_1": "c99cafc152244af753f735de768cd75f",
+              "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+              "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+              "data_batch_4": "634d18415352ddfa80567beed471001a",
+              "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb"},
+    "test": {"test_batch": "40351d587109b95175f43aff81a1287e"},
+}
+
 
 @register_dataset("cifar10")
 class CIFAR10(DatasetPlugin):
@@ -37,5 +48,7 @@ class CIFAR10(DatasetPlugin):
     }
 
     def read_torchvision(self, root: Path, split: str):
-        names = [f"data_batch_{k}" for k in range(1, 6)] if split == "train" else ["test_batch"]
-        return read_cifar_pickles(root / "cifar-10-batches-py", names)
+        return read_cifar_pickles(root / "cifar-10-batches-py", _TORCHVISION_MD5[split])
+
+    def torchvision_present(self, root: Path, split: str) -> bool:
+        return all((root / "cifar-10-batches-py" / n).is_file() for n in _TORCHVISION_MD5[split])
