@@ -116,7 +116,7 @@ def _report_sources(args: argparse.Namespace) -> tuple[Engine, list[dict], str]:
     """The database to render and the committed baselines to add to it. Without a
     database (a fresh clone), the tables come from --suite into a database in memory, so
     the committed baselines render on their own."""
-    from bench.leaderboard.check import committed_baselines, load_baseline
+    from bench.leaderboard.baseline import committed_baselines, load_baseline
     if args.baseline:
         baselines = [load_baseline(p) for p in args.baseline]
     elif args.no_baselines:
@@ -157,7 +157,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline_save(args: argparse.Namespace) -> int:
-    from bench.leaderboard.check import save_baseline
+    from bench.leaderboard.baseline import save_baseline
     _output_dir(Path(args.dir).expanduser(), "--dir")
     engine = open_results(args.db)
     path = save_baseline(engine, args.name, tags=args.tag or None, filters=args.filter or None,
@@ -168,7 +168,8 @@ def cmd_baseline_save(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from bench.leaderboard import check
+    from bench.leaderboard import check, verdict_writers as out
+    from bench.leaderboard.baseline import load_baseline
     if args.paper:
         if args.threshold is not None or args.alpha is not None:
             raise BenchError("--threshold and --alpha apply to --baseline, not --paper "
@@ -185,16 +186,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         if threshold < 0 or not 0 < alpha < 1:
             raise BenchError(f"--threshold must be ≥ 0 and --alpha in (0, 1); got "
                              f"{threshold} and {alpha}")
-        baseline = check.load_baseline(args.baseline)
+        baseline = load_baseline(args.baseline)
         engine = open_results(args.db)
         verdicts = check.compare(engine, baseline, threshold_pp=threshold, alpha=alpha)
         title = f"bench check against baseline {baseline.get('name', args.baseline)}"
-    print(check.format_table(verdicts))
+    print(out.format_table(verdicts))
     if args.junit:
-        check.write_junit(verdicts, _output_file(args.junit, "--junit"),
-                          suite="bench.check.paper" if args.paper else "bench.check")
+        out.write_junit(verdicts, _output_file(args.junit, "--junit"),
+                        suite="bench.check.paper" if args.paper else "bench.check")
     if args.markdown:
-        check.write_markdown(verdicts, _output_file(args.markdown, "--markdown"), title=title)
+        out.write_markdown(verdicts, _output_file(args.markdown, "--markdown"), title=title)
     status = check.exit_status(verdicts)
     if args.paper and status == 0 and not check.measured_count(verdicts):
         if args.allow_empty:

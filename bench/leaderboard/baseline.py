@@ -1,0 +1,239 @@
+"""The baseline file format (`bench baseline save`, read by `check --baseline` and `report`).
+
+* `save_baseline` freezes the done results of a selection into a readable JSON file
+  (per cell: key, id, resolved config, n, n_correct, accuracy, the per-sample outcomes as
+  base64 of the packed bits, precision, smoke, seed, plugin versions, commit, created).
+* `load_baseline` / `validate_baseline` read one back; `committed_baselines` reads every
+  file of results/baselines/; `baseline_records` turns a document into database records
+  for the report.
+
+Bad input (unreadable or malformed baseline) raises BenchError.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import fnmatch
+import json
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from bench import __version__
+from bench.db.database import ModelRecord, ResultRecord
+from bench.errors import BenchError
+from bench.leaderboard.report import accuracy_pct
+
+BASELINE_FORMAT = "bench-baseline"
+BASELINE_VERSION = 1
+DEFAULT_BASELINE_DIR = Path("results") / "baselines"
+
+
+def in_selection(r: ResultRecord, tags: Sequence[str] | None, filters: Sequence[str] | None) -> bool:
+    """A result is selected when it has any of the tags and matches any of the globs."""
+    if tags and not set(tags) & set(r.tags or []):
+        return False
+    if filters and not any(fnmatch.fnmatchcase(r.cell_id, g) for g in filters):
+        return False
+    return True
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    if t is None:
+        return None
+    return t.isoformat() + ("Z" if t.tzinfo is None else "")
+
+
+def plugin_versions(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Every plugin version inside a resolved config, by dotted path: keys named `version`
+    or `*_version` (attack.version, model.arch_version, model.defense_version, ...) and the
+    entries of any `versions` mapping."""
+    out: dict[str, Any] = {}
+    if isinstance(config, dict):
+        for k, v in config.items():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            if k == "versions" and isinstance(v, dict):
+                out.update({f"{path}.{name}": ver for name, ver in v.items()})
+            elif isinstance(k, str) and (k == "version" or k.endswith("_version")) \
+                    and not isinstance(v, (dict, list)):
+                out[path] = v
+            else:
+                out.update(plugin_versions(v, path))
+    return out
+
+
+def _baseline_cell(r: ResultRecord) -> dict[str, Any]:
+    cfg = r.config or {}
+    return {
+        "cell_id": r.cell_id, "cell_key": r.cell_key,
+        "model_name": r.model_name, "model_key": r.model_key, "dataset": r.dataset,
+        "attack": r.attack, "attack_plugin": r.attack_plugin, "norm": r.norm,
+        "eps_literal": r.eps_literal, "eps": r.eps, "split": r.split,
+        "n": r.n, "n_correct": r.n_correct, "robust_acc": r.robust_acc,
+        "accuracy_pct": accuracy_pct(r),
+        "outcomes": base64.b64encode(r.outcomes).decode("ascii") if r.outcomes else None,
+        "flags": list(r.flags or []), "tags": list(r.tags or []),
+        "precision": r.precision, "smoke": bool(r.smoke), "seed": r.seed,
+        "plugin_versions": plugin_versions(cfg), "versions": dict(r.versions or {}),
+        "commit": r.commit, "device": r.device, "run_id": r.run_id, "seconds": r.seconds,
+        "created": _iso(r.created), "config": cfg,
+    }
+
+
+def save_baseline(engine: Engine, name: str, *, tags: Sequence[str] | None = None,
+                  filters: Sequence[str] | None = None,
+                  out_dir: Path = DEFAULT_BASELINE_DIR) -> Path:
+    """Freeze the done results of the selection into <out_dir>/<name>.json."""
+    if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise BenchError(f"baseline name {name!r} must be letters, digits, '.', '_' or '-' "
+                         f"(it becomes a file name)")
+    with Session(engine) as s:
+        results = [r for r in s.scalars(select(ResultRecord).where(ResultRecord.status == "done"))
+                   if in_selection(r, tags, filters)]
+        keys = sorted({r.model_key for r in results})
+        models = [m for m in s.scalars(select(ModelRecord).where(ModelRecord.key.in_(keys)))]
+        s.expunge_all()
+    if not results:
+        what = []
+        if tags:
+            what.append("tag " + " or ".join(tags))
+        if filters:
+            what.append("cell ids matching " + " or ".join(filters))
+        raise BenchError("no done results to save" + (" with " + " and ".join(what) if what else "")
+                         + "; run `python -m bench run suite.yaml` first or widen the selection")
+    results.sort(key=lambda r: (r.cell_id, r.smoke, r.n, r.cell_key))
+    doc = {
+        "format": BASELINE_FORMAT, "version": BASELINE_VERSION, "name": name,
+        "created": _iso(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)),
+        "bench_version": __version__,
+        "selection": {"tags": list(tags or []), "filters": list(filters or [])},
+        "provenance": {
+            "commits": dict(Counter(r.commit for r in results if r.commit)),
+            "devices": dict(Counter(r.device for r in results if r.device)),
+            "precisions": dict(Counter(r.precision for r in results)),
+            "n_examples": {str(k): v for k, v in sorted(Counter(r.n for r in results).items())},
+            "smoke": sum(1 for r in results if r.smoke),
+            "runs": sorted({r.run_id for r in results if r.run_id is not None}),
+            "library_versions": _merged_versions(results),
+            "database": _safe_url(engine),
+        },
+        "n_cells": len(results),
+        "cells": [_baseline_cell(r) for r in results],
+        "models": [_baseline_model(m) for m in models],
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def _merged_versions(results: Iterable[ResultRecord]) -> dict[str, list[str]]:
+    out: dict[str, set[str]] = defaultdict(set)
+    for r in results:
+        for k, v in (r.versions or {}).items():
+            out[str(k)].add(str(v))
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def _safe_url(engine: Engine) -> str:
+    try:
+        return engine.url.render_as_string(hide_password=True)
+    except Exception:
+        return ""
+
+
+def _baseline_model(m) -> dict[str, Any]:
+    """How a baseline cell's model was obtained (the training provenance of its numbers)."""
+    return {"key": m.key, "name": m.name, "dataset": m.dataset, "arch": m.arch,
+            "defense": m.defense, "config": m.config, "checkpoint_sha256": m.checkpoint_sha256,
+            "train_seconds": m.train_seconds, "curves": m.curves, "smoke": bool(m.smoke),
+            "precision": m.precision, "seed": m.seed, "device": m.device,
+            "versions": dict(m.versions or {}), "created": _iso(m.created)}
+
+
+def baseline_records(doc: dict) -> tuple[list[ResultRecord], list[ModelRecord]]:
+    """A baseline's cells and models as (detached) database records, for the report."""
+    def when(text):
+        if not text:
+            return None
+        return dt.datetime.fromisoformat(str(text).rstrip("Z"))
+
+    results = []
+    for c in doc.get("cells") or []:
+        blob = c.get("outcomes")
+        results.append(ResultRecord(
+            cell_key=c["cell_key"], cell_id=c["cell_id"], model_key=c.get("model_key") or "",
+            model_name=c.get("model_name") or "", dataset=c.get("dataset") or "",
+            attack=c.get("attack") or "", attack_plugin=c.get("attack_plugin") or "",
+            norm=c.get("norm") or "", eps_literal=c.get("eps_literal") or "0",
+            eps=float(c.get("eps") or 0.0), split=c.get("split") or "test", n=int(c["n"]),
+            n_correct=int(c["n_correct"]), robust_acc=c.get("robust_acc"),
+            outcomes=base64.b64decode(blob) if blob else None, details=None,
+            flags=list(c.get("flags") or []), config=c.get("config") or {},
+            tags=list(c.get("tags") or []), precision=c.get("precision") or "fp32",
+            seed=int(c.get("seed") or 0), smoke=bool(c.get("smoke")),
+            seconds=float(c.get("seconds") or 0.0), status="done", error=None,
+            device=c.get("device") or "", versions=dict(c.get("versions") or {}),
+            commit=c.get("commit") or "", run_id=None, created=when(c.get("created"))))
+    models = []
+    for m in doc.get("models") or []:
+        models.append(ModelRecord(
+            key=m["key"], name=m.get("name") or "", dataset=m.get("dataset") or "",
+            arch=m.get("arch") or "", defense=m.get("defense") or "", config=m.get("config") or {},
+            checkpoint_path="", checkpoint_sha256=m.get("checkpoint_sha256") or "",
+            train_seconds=float(m.get("train_seconds") or 0.0), curves=m.get("curves") or {},
+            status="done", smoke=bool(m.get("smoke")), precision=m.get("precision") or "fp32",
+            seed=int(m.get("seed") or 0), device=m.get("device") or "",
+            versions=dict(m.get("versions") or {}), run_id=None, created=when(m.get("created"))))
+    return results, models
+
+
+def committed_baselines(directory: str | Path = DEFAULT_BASELINE_DIR) -> list[dict]:
+    """Every baseline document in `directory` (results/baselines/ by default), by name."""
+    d = Path(directory)
+    return [load_baseline(p) for p in sorted(d.glob("*.json"))] if d.is_dir() else []
+
+
+_REQUIRED = ("cell_id", "cell_key", "n", "n_correct", "config", "precision", "smoke")
+
+
+def validate_baseline(doc: Any, source: str = "baseline") -> dict:
+    """Check the structure of a baseline document; raise BenchError naming what is wrong."""
+    if not isinstance(doc, dict) or doc.get("format") != BASELINE_FORMAT:
+        raise BenchError(f"{source} is not a bench baseline (no \"format\": "
+                         f"\"{BASELINE_FORMAT}\"); create one with `bench baseline save NAME`")
+    if doc.get("version", 0) > BASELINE_VERSION:
+        raise BenchError(f"{source} has baseline version {doc.get('version')}, newer than this "
+                         f"bench ({BASELINE_VERSION}); upgrade bench")
+    cells = doc.get("cells")
+    if not isinstance(cells, list):
+        raise BenchError(f"{source} has no list of cells")
+    for i, c in enumerate(cells):
+        missing = [k for k in _REQUIRED if not isinstance(c, dict) or k not in c]
+        if missing:
+            raise BenchError(f"{source}: cell {i + 1} lacks {', '.join(missing)}")
+    return doc
+
+
+def load_baseline(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BenchError(f"baseline {path} does not exist; create one with "
+                         f"`bench baseline save NAME`") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BenchError(f"cannot read baseline {path}: {e}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BenchError(f"baseline {path} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    return validate_baseline(doc, str(path))
