@@ -28,7 +28,6 @@ from sqlalchemy.orm import Session
 from bench import __version__
 from bench.db.database import ModelRecord, ResultRecord
 from bench.errors import BenchError
-from bench.leaderboard.report import accuracy_pct
 
 BASELINE_FORMAT = "bench-baseline"
 BASELINE_VERSION = 1
@@ -68,6 +67,16 @@ def plugin_versions(config: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _accuracy_pct(r: ResultRecord) -> float | None:
+    """A done result's robust accuracy in percent, as `report.accuracy_pct` gives it (kept
+    here so that the file format does not import the report, which imports it)."""
+    if r.n and r.n > 0:
+        return 100.0 * r.n_correct / r.n
+    if r.robust_acc is None:
+        return None
+    return 100.0 * r.robust_acc if r.robust_acc <= 1.0 else float(r.robust_acc)
+
+
 def _baseline_cell(r: ResultRecord) -> dict[str, Any]:
     cfg = r.config or {}
     return {
@@ -76,7 +85,7 @@ def _baseline_cell(r: ResultRecord) -> dict[str, Any]:
         "attack": r.attack, "attack_plugin": r.attack_plugin, "norm": r.norm,
         "eps_literal": r.eps_literal, "eps": r.eps, "split": r.split,
         "n": r.n, "n_correct": r.n_correct, "robust_acc": r.robust_acc,
-        "accuracy_pct": accuracy_pct(r),
+        "accuracy_pct": _accuracy_pct(r),
         "outcomes": base64.b64encode(r.outcomes).decode("ascii") if r.outcomes else None,
         "flags": list(r.flags or []), "tags": list(r.tags or []),
         "precision": r.precision, "smoke": bool(r.smoke), "seed": r.seed,
