@@ -241,7 +241,7 @@ def test_malformed_baselines_are_bench_errors(tmp_path):
     with pytest.raises(BenchError, match="not a bench baseline"):
         compare(engine, {"cells": []})
     with pytest.raises(BenchError, match="lacks"):
-        compare(engine, {"format": "bench-baseline", "cells": [{"cell_id": "c"}]})
+        compare(engine, {"format": "bench-baseline", "version": 1, "cells": [{"cell_id": "c"}]})
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(BenchError, match="not valid JSON"):

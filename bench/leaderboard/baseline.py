@@ -3,9 +3,10 @@
 * `save_baseline` freezes the done results of a selection into a readable JSON file
   (per cell: key, id, resolved config, n, n_correct, accuracy, the per-sample outcomes as
   base64 of the packed bits, precision, smoke, seed, plugin versions, commit, created).
-* `load_baseline` / `validate_baseline` read one back; `committed_baselines` reads every
-  file of results/baselines/; `baseline_records` turns a document into database records
-  for the report.
+* `load_baseline` reads one back (a bounded regular file, checked against the schema of
+  `bench.leaderboard.baseline_schema`); `committed_baselines` reads every file of
+  results/baselines/ and skips, with a warning, those that are not baselines;
+  `baseline_records` turns a document into database records for the report.
 
 Bad input (unreadable or malformed baseline) raises BenchError.
 """
@@ -16,21 +17,26 @@ import base64
 import datetime as dt
 import fnmatch
 import json
+import os
 import re
+import stat
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from bench import __version__
+from bench.atomic import atomic_write_text
 from bench.db.database import ModelRecord, ResultRecord
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line, printable
+from bench.leaderboard.baseline_schema import (  # noqa: F401  (the schema's names, from here too)
+    BASELINE_FORMAT, BASELINE_VERSION, MAX_BYTES, validate_baseline)
+from bench.protected_files import database_files, refuse_overwrite
 
-BASELINE_FORMAT = "bench-baseline"
-BASELINE_VERSION = 1
 DEFAULT_BASELINE_DIR = Path("results") / "baselines"
 
 
@@ -136,11 +142,13 @@ def save_baseline(engine: Engine, name: str, *, tags: Sequence[str] | None = Non
         "cells": [_baseline_cell(r) for r in results],
         "models": [_baseline_model(m) for m in models],
     }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.json"
-    path.write_text(json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n",
-                    encoding="utf-8")
+    path = refuse_overwrite(Path(out_dir) / f"{name}.json", "baseline", database_files(engine))
+    try:    # a full disk or a kill leaves the previous baseline as it was
+        atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=False,
+                                           ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise BenchError(f"cannot write baseline {printable(path)}: "
+                         f"{e.strerror or one_line(e)}; the previous file is unchanged") from None
     return path
 
 
@@ -205,44 +213,56 @@ def baseline_records(doc: dict) -> tuple[list[ResultRecord], list[ModelRecord]]:
     return results, models
 
 
-def committed_baselines(directory: str | Path = DEFAULT_BASELINE_DIR) -> list[dict]:
-    """Every baseline document in `directory` (results/baselines/ by default), by name."""
+def committed_baselines(directory: str | Path = DEFAULT_BASELINE_DIR, *,
+                        warn: Callable[[str], None] | None = None) -> list[dict]:
+    """Every valid baseline document in `directory` (results/baselines/ by default), by
+    name. A file that is not one is named in one warning line (stderr by default) and
+    skipped: a bad file in a shared folder must not stop `run` or `report`."""
     d = Path(directory)
-    return [load_baseline(p) for p in sorted(d.glob("*.json"))] if d.is_dir() else []
-
-
-_REQUIRED = ("cell_id", "cell_key", "n", "n_correct", "config", "precision", "smoke")
-
-
-def validate_baseline(doc: Any, source: str = "baseline") -> dict:
-    """Check the structure of a baseline document; raise BenchError naming what is wrong."""
-    if not isinstance(doc, dict) or doc.get("format") != BASELINE_FORMAT:
-        raise BenchError(f"{source} is not a bench baseline (no \"format\": "
-                         f"\"{BASELINE_FORMAT}\"); create one with `bench baseline save NAME`")
-    if doc.get("version", 0) > BASELINE_VERSION:
-        raise BenchError(f"{source} has baseline version {doc.get('version')}, newer than this "
-                         f"bench ({BASELINE_VERSION}); upgrade bench")
-    cells = doc.get("cells")
-    if not isinstance(cells, list):
-        raise BenchError(f"{source} has no list of cells")
-    for i, c in enumerate(cells):
-        missing = [k for k in _REQUIRED if not isinstance(c, dict) or k not in c]
-        if missing:
-            raise BenchError(f"{source}: cell {i + 1} lacks {', '.join(missing)}")
-    return doc
+    if not d.is_dir():
+        return []
+    warn = warn or (lambda line: print(line, file=sys.stderr))
+    docs = []
+    for p in sorted(d.glob("*.json")):
+        try:
+            docs.append(load_baseline(p))
+        except BenchError as e:
+            warn(f"warning: skipping baseline {printable(p)}: {one_line(e)}")
+    return docs
 
 
 def load_baseline(path: str | Path) -> dict:
+    """Read and validate a baseline file: a regular file of at most MAX_BYTES of JSON."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
+    name = printable(path)
+    try:    # O_NONBLOCK: a FIFO in place of the file must not block the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise BenchError(f"baseline {path} does not exist; create one with "
+        raise BenchError(f"baseline {name} does not exist; create one with "
                          f"`bench baseline save NAME`") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BenchError(f"cannot read baseline {path}: {e}") from None
+    except OSError as e:
+        raise BenchError(f"cannot read baseline {name}: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise BenchError(f"cannot read baseline {name}: it is {kind}")
+    with os.fdopen(fd, "rb") as f:
+        if st.st_size > MAX_BYTES:
+            raise BenchError(f"baseline {name} is larger than {MAX_BYTES // 2**20} MiB "
+                             f"({st.st_size} bytes); not read")
+        try:
+            data = f.read(MAX_BYTES + 1)
+        except OSError as e:
+            raise BenchError(f"cannot read baseline {name}: {e.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise BenchError(f"baseline {name} is larger than {MAX_BYTES // 2**20} MiB; not read")
     try:
-        doc = json.loads(text)
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BenchError(f"cannot read baseline {name}: it is not UTF-8 text") from None
     except json.JSONDecodeError as e:
-        raise BenchError(f"baseline {path} is not valid JSON: {e.msg} at line {e.lineno}") from None
+        raise BenchError(f"baseline {name} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    except (ValueError, RecursionError) as e:   # 5000-digit numbers, 100000 nested lists
+        raise BenchError(f"baseline {name} cannot be read as JSON: {one_line(e)}") from None
     return validate_baseline(doc, str(path))
