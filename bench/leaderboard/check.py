@@ -21,7 +21,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from bench.db.database import ResultRecord, unpack_outcomes
-from bench.errors import BenchError
+from bench.errors import BenchError, printable
 from bench.plugins.registry import did_you_mean
 from bench.leaderboard.baseline import (  # noqa: F401  (save/load/committed: callers import them from here too)
     committed_baselines, in_selection, load_baseline, plugin_versions, save_baseline,
@@ -42,6 +42,7 @@ WORSE, BETTER, UNCHANGED, NEW, MISSING, FAILED = \
 NOT_COMPARABLE, CHANGED_NS = "not_comparable", "changed_not_significant"
 VERDICTS = (WORSE, BETTER, UNCHANGED, NEW, MISSING, FAILED, NOT_COMPARABLE, CHANGED_NS)
 FAILING = (WORSE, FAILED)                       # verdicts that make `check` exit with 1
+COMPARED = (WORSE, BETTER, UNCHANGED, CHANGED_NS)   # a test was run on the cell
 
 REPRODUCED, BELOW, ABOVE, NOT_RUN = "reproduced", "below", "above", "not_run"
 PAPER_FAILING = (BELOW, ABOVE, FAILED)          # not reproduced within the tolerance
@@ -49,6 +50,18 @@ PAPER_FAILING = (BELOW, ABOVE, FAILED)          # not reproduced within the tole
 
 
 # ============================================================================ comparison
+
+def finite(value: Any, name: str, what: str, ok: Callable[[float], bool]) -> float:
+    """`value` as a float if it is a finite number for which `ok` holds, else one
+    BenchError sentence: a NaN threshold used to turn every drop into "unchanged"."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not math.isfinite(x) or not ok(x):
+        raise BenchError(f"{name} must be a finite number {what}, got {printable(value)}")
+    return x
+
 
 @dataclass
 class Verdict:
@@ -237,10 +250,9 @@ def _pick_current(base: dict, cands: list[ResultRecord]) -> ResultRecord:
 def compare(engine: Engine, baseline: dict, *, threshold_pp: float = 1.0,
             alpha: float = 0.05) -> list[Verdict]:
     """Verdicts for every baseline cell and every new current cell of the selection."""
+    threshold_pp = finite(threshold_pp, "threshold", "≥ 0 pp", lambda x: x >= 0)
+    alpha = finite(alpha, "alpha", "in (0, 1)", lambda x: 0 < x < 1)
     baseline = validate_baseline(baseline)
-    if threshold_pp < 0 or not (0 < alpha < 1):
-        raise BenchError(f"threshold must be ≥ 0 pp and alpha in (0, 1), got {threshold_pp} "
-                         f"and {alpha}")
     sel = baseline.get("selection") or {}
     tags, filters = sel.get("tags") or None, sel.get("filters") or None
     with Session(engine) as s:
@@ -314,8 +326,8 @@ class PaperVerdict:
 def check_paper(engine: Engine, *, tables: Sequence[str] | None = None,
                 tolerance: float | None = None) -> list[PaperVerdict]:
     """Each paper-table cell with a reported value against it, within the table's tolerance."""
-    if tolerance is not None and tolerance < 0:
-        raise BenchError(f"tolerance must be ≥ 0 pp, got {tolerance}")
+    if tolerance is not None:
+        tolerance = finite(tolerance, "tolerance", "≥ 0 pp", lambda x: x >= 0)
     store = load_store(engine)
     names = [t.name for t in store.tables]
     if not names:
@@ -367,6 +379,16 @@ def measured_count(verdicts: Sequence[PaperVerdict]) -> int:
     """How many paper cells have a measured value (a gate that measured none proves nothing)."""
     return sum(1 for v in verdicts if v.measured is not None)
 
+
+def compared_count(verdicts: Sequence[Verdict]) -> int:
+    """How many baseline cells were put through the test (a gate that compared none, all
+    missing or not comparable, proves nothing)."""
+    return sum(1 for v in verdicts if v.verdict in COMPARED)
+
+
+def baseline_count(verdicts: Sequence[Verdict]) -> int:
+    """How many of the verdicts are about a cell of the baseline (not a new cell)."""
+    return sum(1 for v in verdicts if v.cell_key_baseline is not None)
 
 
 def exit_status(verdicts: Sequence[Verdict | PaperVerdict]) -> int:

@@ -3,25 +3,33 @@ summary line), JUnit XML (one testcase per cell) or Markdown."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import IO, Any, Iterator, Sequence
 
+from bench.atomic import atomic_open
+from bench.errors import BenchError, one_line, printable
 from bench.leaderboard.check import (
     ABOVE, BELOW, BETTER, CHANGED_NS, FAILED, MISSING, NEW, NOT_COMPARABLE, NOT_RUN,
-    REPRODUCED, UNCHANGED, WORSE, PaperVerdict, Verdict, measured_count)
+    REPRODUCED, UNCHANGED, WORSE, PaperVerdict, Verdict, baseline_count, compared_count,
+    measured_count)
 
 _MARK = {WORSE: "+", BETTER: "-", UNCHANGED: " ", NEW: "n", MISSING: "?", FAILED: "!",
          NOT_COMPARABLE: "x", CHANGED_NS: "~", REPRODUCED: " ", BELOW: "v", ABOVE: "^",
          NOT_RUN: "."}
 
 
-
 def _fmt(x: float | None, spec: str = ".2f") -> str:
     return "" if x is None else format(x, spec)
+
+
+def _is_paper(verdicts: Sequence[Verdict | PaperVerdict], paper: bool | None) -> bool:
+    """Paper verdicts or baseline ones (an empty list is what `paper` says, else baseline)."""
+    return isinstance(verdicts[0], PaperVerdict) if verdicts else bool(paper)
 
 
 def _rows(verdicts: Sequence[Verdict | PaperVerdict]) -> tuple[list[str], list[list[str]]]:
@@ -39,51 +47,60 @@ def _rows(verdicts: Sequence[Verdict | PaperVerdict]) -> tuple[list[str], list[l
     return head, rows
 
 
-def summary(verdicts: Sequence[Verdict | PaperVerdict]) -> str:
+def summary(verdicts: Sequence[Verdict | PaperVerdict], *, paper: bool | None = None) -> str:
+    """FAIL / OK / NOTHING MEASURED (paper) / NOTHING COMPARED (baseline), the counts of
+    each verdict and, against a baseline, how many of its cells were compared."""
+    paper = _is_paper(verdicts, paper)
     counts = Counter(v.verdict for v in verdicts)
     failing = sum(1 for v in verdicts if v.failing)
     parts = ", ".join(f"{k} {counts[k]}" for k in sorted(counts))
     status = "FAIL" if failing else "OK"
-    if not failing and verdicts and isinstance(verdicts[0], PaperVerdict) \
-            and not measured_count(verdicts):
-        status = "NOTHING MEASURED"              # not OK: a gate that compared nothing
-    return f"{status}: {len(verdicts)} cell(s): {parts or 'nothing to check'}"
+    if not failing and paper and not measured_count(verdicts):
+        status = "NOTHING MEASURED"              # not OK: a gate that measured nothing
+    if not failing and not paper and not compared_count(verdicts):
+        status = "NOTHING COMPARED"              # every baseline cell missing or not comparable
+    line = f"{status}: {len(verdicts)} cell(s): {parts or 'nothing to check'}"
+    if not paper:
+        line += f"; {compared_count(verdicts)} of {baseline_count(verdicts)} baseline cell(s) compared"
+    return line
 
 
 _PAPER_MARKS = (REPRODUCED, BELOW, ABOVE, NOT_RUN, FAILED)
 _BASELINE_MARKS = (WORSE, BETTER, UNCHANGED, CHANGED_NS, NEW, MISSING, NOT_COMPARABLE, FAILED)
 
 
-def legend(verdicts: Sequence[Verdict | PaperVerdict]) -> str:
+def legend(verdicts: Sequence[Verdict | PaperVerdict], *, paper: bool | None = None) -> str:
     """One line explaining the symbols of the table's first column."""
-    kinds = _PAPER_MARKS if verdicts and isinstance(verdicts[0], PaperVerdict) else _BASELINE_MARKS
+    kinds = _PAPER_MARKS if _is_paper(verdicts, paper) else _BASELINE_MARKS
     marks = [f"{'(blank)' if _MARK[k] == ' ' else _MARK[k]} {k.replace('_', ' ')}" for k in kinds]
     return "legend: " + " · ".join(marks)
 
 
-
-def format_table(verdicts: Sequence[Verdict | PaperVerdict], *, width: int = 160) -> str:
-    """A plain-text table for the terminal, a legend of its first column, a summary line."""
+def format_table(verdicts: Sequence[Verdict | PaperVerdict], *, width: int = 160,
+                 paper: bool | None = None) -> str:
+    """A plain-text table for the terminal, a legend of its first column, a summary line
+    (names and notes with control characters escaped: they come from files)."""
     head, rows = _rows(verdicts)
     if not rows:
-        return summary(verdicts)
+        return summary(verdicts, paper=paper)
     note_cap = 90
     rows = [r[:-1] + [r[-1] if len(r[-1]) <= note_cap else r[-1][:note_cap - 1] + "…"]
             for r in rows]
-    rows = [[" ".join(c.split()) for c in r] for r in rows]
+    rows = [[printable(" ".join(c.split())) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     numeric = {3, 4, 5, 6, 7}
     def line(cells):
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
-    return "\n".join(out + ["", legend(verdicts), summary(verdicts)])
+    return "\n".join(out + ["", legend(verdicts, paper=paper), summary(verdicts, paper=paper)])
 
 
 def write_junit(verdicts: Sequence[Verdict | PaperVerdict], path: str | Path, *,
                 suite: str = "bench.check") -> Path:
     """JUnit XML: one testcase per cell; worse/failed (paper: below/above/failed) are
-    failures, missing/not comparable/not run are skipped."""
+    failures, missing/not comparable/not run are skipped. Written atomically; text with
+    control characters (not allowed in XML) escaped."""
     path = Path(path)
     failures = sum(1 for v in verdicts if v.failing)
     skipped_kinds = (MISSING, NOT_COMPARABLE, NOT_RUN)
@@ -93,31 +110,35 @@ def write_junit(verdicts: Sequence[Verdict | PaperVerdict], path: str | Path, *,
                     timestamp=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
     for v in verdicts:
         classname = f"{suite}.{v.table}" if isinstance(v, PaperVerdict) else f"{suite}.baseline"
-        tc = ET.SubElement(ts, "testcase", classname=classname, name=v.name, time="0")
+        tc = ET.SubElement(ts, "testcase", classname=printable(classname),
+                           name=printable(v.name), time="0")
         detail = json.dumps(v.as_dict(), default=str, sort_keys=True)
         if v.failing:
-            f = ET.SubElement(tc, "failure", type=v.verdict, message=f"{v.verdict}: {v.reason}")
+            f = ET.SubElement(tc, "failure", type=v.verdict,
+                              message=printable(f"{v.verdict}: {v.reason}"))
             f.text = detail
         elif v.verdict in skipped_kinds:
-            ET.SubElement(tc, "skipped", message=f"{v.verdict}: {v.reason}")
+            ET.SubElement(tc, "skipped", message=printable(f"{v.verdict}: {v.reason}"))
         else:
             so = ET.SubElement(tc, "system-out")
-            so.text = f"{v.verdict}: {v.reason}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(ts).write(path, encoding="utf-8", xml_declaration=True)
+            so.text = printable(f"{v.verdict}: {v.reason}")
+    with _writing(path, "JUnit report") as f:
+        ET.ElementTree(ts).write(f, encoding="utf-8", xml_declaration=True)
     return path
 
 
 def _md(s: Any) -> str:
-    s = str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return " ".join(s.split()).replace("|", "\\|")
+    s = printable(" ".join(str(s).split()))
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
 
 
 def write_markdown(verdicts: Sequence[Verdict | PaperVerdict], path: str | Path, *,
-                   title: str = "bench check") -> Path:
+                   title: str = "bench check", paper: bool | None = None) -> Path:
+    """A Markdown table of the verdicts under a title and the summary line, written
+    atomically."""
     path = Path(path)
     head, rows = _rows(verdicts)
-    lines = [f"### {_md(title)}", "", f"**{_md(summary(verdicts))}**", ""]
+    lines = [f"### {_md(title)}", "", f"**{_md(summary(verdicts, paper=paper))}**", ""]
     if rows:
         lines.append("| " + " | ".join(_md(h) or " " for h in head[1:]) + " |")
         lines.append("|" + "|".join(":---" if i in (0, 1, 7) else "---:"
@@ -127,6 +148,18 @@ def write_markdown(verdicts: Sequence[Verdict | PaperVerdict], path: str | Path,
             if v.failing:
                 cells[0] = f"**{cells[0]}**"
             lines.append("| " + " | ".join(cells) + " |")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with _writing(path, "Markdown report") as f:
+        f.write(("\n".join(lines) + "\n").encode("utf-8"))
     return path
+
+
+@contextlib.contextmanager
+def _writing(path: Path, what: str) -> Iterator[IO[bytes]]:
+    """An atomic write of `path` (the old file stays whole on a full disk), its failure
+    one sentence."""
+    try:
+        with atomic_open(path, "wb") as f:
+            yield f
+    except OSError as e:
+        raise BenchError(f"cannot write the {what} {printable(path)}: "
+                         f"{e.strerror or one_line(e)}") from None
