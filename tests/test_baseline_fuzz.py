@@ -39,7 +39,7 @@ def saved(tmp_path_factory):
     return d, doc
 
 
-scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
+scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.just(-10**400)
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
            | st.binary(max_size=16).map(lambda b: base64.b64encode(b).decode())
            | st.sampled_from(["bench-baseline", "2026-01-01T00:00:00Z", "fp32", ""]))
@@ -50,7 +50,8 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
 def paths(doc, prefix=()):
     """Every path into the document (keys and list indices)."""
     out = [prefix]
-    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else []
+    items = (doc.items() if isinstance(doc, dict)
+             else enumerate(doc) if isinstance(doc, list) else [])
     for k, v in items:
         out += paths(v, prefix + (k,))
     return out

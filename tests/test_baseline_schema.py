@@ -156,6 +156,8 @@ VARIANTS = [
     ("accuracy-infinite", _cell("accuracy_pct", float("inf")), "is inf, not a finite"),
     ("eps-overflow", _text_edit(lambda t: t.replace('"eps": 0.3', '"eps": 1e999', 1)),
      "eps is inf"),
+    ("eps-of-400-digits", _text_edit(lambda t: t.replace('"eps": 0.3', '"eps": 1' + "0" * 400, 1)),
+     "eps is 1000"),
     ("accuracy-disagrees", _cell("accuracy_pct", 99.0), "but n_correct/n is 90"),
     ("robust_acc-above-1", _cell("robust_acc", 90.0), "robust_acc is 90"),
     ("outcomes-not-base64", _cell("outcomes", "!!!not base64!!!"), "is not base64"),

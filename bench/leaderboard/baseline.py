@@ -33,7 +33,7 @@ from bench import __version__
 from bench.atomic import atomic_write_text
 from bench.db.database import ModelRecord, ResultRecord
 from bench.errors import BenchError, one_line, printable
-from bench.leaderboard.baseline_schema import (  # noqa: F401  (the schema's names, from here too)
+from bench.leaderboard.baseline_schema import (  # noqa: F401  (its names, from here too)
     BASELINE_FORMAT, BASELINE_VERSION, MAX_BYTES, validate_baseline)
 from bench.protected_files import database_files, refuse_overwrite
 

@@ -51,8 +51,10 @@ def _kind(v: Any) -> str:
 
 
 def _at(path: str, key: Any) -> str:
-    return f"{path}[{key}]" if isinstance(key, int) else (
-        f"{path}.{key}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"{path}[{json.dumps(key)}]")
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    plain = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,39}", key)
+    return f"{path}.{key}" if plain else f"{path}[{_show(key)}]"
 
 
 def _walk(doc: Any) -> None:
@@ -89,14 +91,18 @@ def _text(d, key, path, optional=True):
 def _whole(d, key, path, lo, hi, optional=True):
     v = _typed(d, key, path, (int,), "a whole number", optional=optional)
     if v is not None and not lo <= v <= hi:
-        raise _Bad(_at(path, key), f"is {v}, outside {lo}..{hi}")
+        raise _Bad(_at(path, key), f"is {_show(v)}, outside {lo}..{hi}")
     return v
 
 
 def _number(d, key, path, lo=-math.inf, hi=math.inf):
     v = _typed(d, key, path, (int, float), "a number")
-    if v is not None and not lo <= v <= hi:
-        raise _Bad(_at(path, key), f"is {v}, outside {lo:g}..{hi:g}")
+    try:        # an integer of 400 digits is no float (the report converts)
+        ok = v is None or lo <= float(v) <= hi
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise _Bad(_at(path, key), f"is {_show(v)}, outside {lo:g}..{hi:g}")
     return v
 
 
@@ -197,7 +203,7 @@ def _check_model(m: Any, path: str) -> None:
 def _check_document(doc: dict) -> None:
     version = doc.get("version")
     if type(version) is int and version > BASELINE_VERSION:
-        raise _Bad("$.version", f"is {version}, newer than this bench reads "
+        raise _Bad("$.version", f"is {_show(version)}, newer than this bench reads "
                                 f"({BASELINE_VERSION}); upgrade bench")
     if type(version) is not int or version != BASELINE_VERSION:
         raise _Bad("$.version", f"is {_show(version)}, not {BASELINE_VERSION}")

@@ -32,7 +32,8 @@ from sqlalchemy.orm import Session
 from bench.db.database import ResultRecord, unpack_outcomes
 from bench.errors import BenchError, printable
 from bench.plugins.registry import did_you_mean
-from bench.leaderboard.baseline import (  # noqa: F401  (save/load/committed: callers import them from here too)
+# save/load/committed_baselines are imported from here too (bench.cli.main, tests)
+from bench.leaderboard.baseline import (  # noqa: F401
     committed_baselines, in_selection, load_baseline, plugin_versions, save_baseline,
     validate_baseline)
 from bench.leaderboard.report import accuracy_pct, build_table, load_store, preference
@@ -46,7 +47,6 @@ COMPARED = (WORSE, BETTER, UNCHANGED, CHANGED_NS)   # a test was run on the cell
 
 REPRODUCED, BELOW, ABOVE, NOT_RUN = "reproduced", "below", "above", "not_run"
 PAPER_FAILING = (BELOW, ABOVE, FAILED)          # not reproduced within the tolerance
-
 
 
 # ============================================================================ comparison

@@ -61,7 +61,8 @@ def summary(verdicts: Sequence[Verdict | PaperVerdict], *, paper: bool | None = 
         status = "NOTHING COMPARED"              # every baseline cell missing or not comparable
     line = f"{status}: {len(verdicts)} cell(s): {parts or 'nothing to check'}"
     if not paper:
-        line += f"; {compared_count(verdicts)} of {baseline_count(verdicts)} baseline cell(s) compared"
+        line += (f"; {compared_count(verdicts)} of {baseline_count(verdicts)} baseline "
+                 f"cell(s) compared")
     return line
 
 
