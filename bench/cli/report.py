@@ -212,11 +212,11 @@ def _outputs(args: argparse.Namespace, protected: list) -> tuple[Path | None, Pa
 def cmd_check(args: argparse.Namespace) -> int:
     from bench.leaderboard import check, verdict_writers as out
     from bench.leaderboard.baseline import load_baseline
-    threshold, alpha, tolerance = _settings(args)
     if args.paper:
         if args.threshold is not None or args.alpha is not None:
             raise BenchError("--threshold and --alpha apply to --baseline, not --paper "
                              "(use --tolerance)")
+        _, _, tolerance = _settings(args)
         engine = open_results(args.db)
         junit, markdown = _outputs(args, database_files(engine))
         verdicts = check.check_paper(engine, tables=args.table or None, tolerance=tolerance)
@@ -225,6 +225,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.table or args.tolerance is not None:
             raise BenchError("--table and --tolerance apply to --paper, not --baseline (use "
                              "--threshold / --alpha)")
+        threshold, alpha, _ = _settings(args)
         baseline = load_baseline(args.baseline)
         engine = open_results(args.db)
         junit, markdown = _outputs(args, database_files(engine) + [Path(args.baseline)])
