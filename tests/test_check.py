@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from bench.leaderboard import check
-from bench.leaderboard.check import compare, check_paper, load_baseline, save_baseline
+from bench.leaderboard.baseline import load_baseline, plugin_versions, save_baseline
+from bench.leaderboard.check import compare, check_paper
 from bench.cli.report import build_parser, main
 from bench.db.database import open_db, unpack_outcomes
 from bench.errors import BenchError
@@ -180,7 +181,7 @@ def test_plugin_versions_found_anywhere_in_the_config():
     cfg = {"attack": {"plugin": "pgd", "version": "2", "config": {"steps": 40}},
            "model": {"arch_version": "1", "defense_version": "3", "train": {"lr": 0.1}},
            "versions": {"foolbox": "3.3.4"}}
-    assert check.plugin_versions(cfg) == {"attack.version": "2", "model.arch_version": "1",
+    assert plugin_versions(cfg) == {"attack.version": "2", "model.arch_version": "1",
                                           "model.defense_version": "3",
                                           "versions.foolbox": "3.3.4"}
 
@@ -240,7 +241,7 @@ def test_malformed_baselines_are_bench_errors(tmp_path):
     with pytest.raises(BenchError, match="not a bench baseline"):
         compare(engine, {"cells": []})
     with pytest.raises(BenchError, match="lacks"):
-        compare(engine, {"format": "bench-baseline", "cells": [{"cell_id": "c"}]})
+        compare(engine, {"format": "bench-baseline", "version": 1, "cells": [{"cell_id": "c"}]})
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(BenchError, match="not valid JSON"):

@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 from sqlalchemy.engine import Engine
 
 from bench.db.database import DEFAULT_DB, open_db
-from bench.errors import BenchError
+from bench.errors import BenchError, printable
+from bench.protected_files import database_files, refuse_overwrite
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -63,8 +65,11 @@ number of examples or smoke mode differ are "not_comparable" and never fail the 
 column of the output marks each verdict (a legend line explains the symbols).
 
 exit status: 0 nothing regressed, 1 something did (worse or failed; with --paper also below
-or above the tolerance), 2 bad input (unreadable baseline, unknown table, no database) or,
-with --paper, nothing measured at all (unless --allow-empty)."""
+or above the tolerance), 2 bad input (unreadable or malformed baseline, unknown table, no
+database, a threshold that is not a finite number, an output file that is the database) or
+nothing compared at all: with --paper no cell measured, with --baseline every baseline cell
+missing or not comparable (unless --allow-empty). The summary line says how many baseline
+cells were compared."""
 
 
 # ============================================================================ helpers
@@ -116,7 +121,7 @@ def _report_sources(args: argparse.Namespace) -> tuple[Engine, list[dict], str]:
     """The database to render and the committed baselines to add to it. Without a
     database (a fresh clone), the tables come from --suite into a database in memory, so
     the committed baselines render on their own."""
-    from bench.leaderboard.check import committed_baselines, load_baseline
+    from bench.leaderboard.baseline import committed_baselines, load_baseline
     if args.baseline:
         baselines = [load_baseline(p) for p in args.baseline]
     elif args.no_baselines:
@@ -140,6 +145,17 @@ def _report_sources(args: argparse.Namespace) -> tuple[Engine, list[dict], str]:
     return open_results(db_arg), baselines, db_arg
 
 
+def _spare_database(out: Path, db_files: list[Path], export_dirname: str) -> None:
+    """The site writes <out>/*.html and <out>/<export>/*: refuse when the database is one
+    of those files (it would be replaced by a page)."""
+    site = out.resolve()
+    for f in db_files:
+        f = f.expanduser().resolve()
+        if (f.parent == site and f.suffix == ".html") or site / export_dirname in f.parents:
+            raise BenchError(f"--out {printable(out)} would overwrite the results database "
+                             f"{printable(f)}; render the site into another folder")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.leaderboard.export import export_tables
     from bench.leaderboard.site import EXPORT_DIRNAME, render_site
@@ -147,6 +163,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     _output_dir(out, "--out")
     engine, baselines, what = _report_sources(args)
+    _spare_database(out, database_files(engine), EXPORT_DIRNAME)
     written = export_tables(engine, out / EXPORT_DIRNAME, fmts, baselines) if fmts else []
     index = render_site(engine, out, baselines)
     cells = sum(len(b.get("cells") or []) for b in baselines)
@@ -157,7 +174,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline_save(args: argparse.Namespace) -> int:
-    from bench.leaderboard.check import save_baseline
+    from bench.leaderboard.baseline import save_baseline
     _output_dir(Path(args.dir).expanduser(), "--dir")
     engine = open_results(args.db)
     path = save_baseline(engine, args.name, tags=args.tag or None, filters=args.filter or None,
@@ -167,44 +184,79 @@ def cmd_baseline_save(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> tuple[float, float, float | None]:
+    """--threshold, --alpha, --tolerance as finite numbers in range (a NaN threshold
+    used to make every drop "unchanged")."""
+    from bench.leaderboard.check import finite
+    threshold = finite(1.0 if args.threshold is None else args.threshold, "--threshold",
+                       "≥ 0 (percentage points)", lambda x: x >= 0)
+    alpha = finite(0.05 if args.alpha is None else args.alpha, "--alpha", "in (0, 1)",
+                   lambda x: 0 < x < 1)
+    tolerance = None if args.tolerance is None else finite(
+        args.tolerance, "--tolerance", "≥ 0 (percentage points)", lambda x: x >= 0)
+    return threshold, alpha, tolerance
+
+
+def _outputs(args: argparse.Namespace, protected: list) -> tuple[Path | None, Path | None]:
+    """The --junit and --markdown files: never the database, the baseline or a SQLite
+    file, never each other."""
+    junit = markdown = None
+    if args.junit:
+        junit = refuse_overwrite(_output_file(args.junit, "--junit"), "--junit", protected)
+    if args.markdown:
+        markdown = refuse_overwrite(_output_file(args.markdown, "--markdown"), "--markdown",
+                                    protected + ([junit] if junit else []))
+    return junit, markdown
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    from bench.leaderboard import check
+    from bench.leaderboard import check, verdict_writers as out
+    from bench.leaderboard.baseline import load_baseline
     if args.paper:
         if args.threshold is not None or args.alpha is not None:
             raise BenchError("--threshold and --alpha apply to --baseline, not --paper "
                              "(use --tolerance)")
+        _, _, tolerance = _settings(args)
         engine = open_results(args.db)
-        verdicts = check.check_paper(engine, tables=args.table or None, tolerance=args.tolerance)
+        junit, markdown = _outputs(args, database_files(engine))
+        verdicts = check.check_paper(engine, tables=args.table or None, tolerance=tolerance)
         title = "bench check --paper"
     else:
-        if args.table or args.tolerance is not None or args.allow_empty:
-            raise BenchError("--table, --tolerance and --allow-empty apply to --paper, not "
-                             "--baseline (use --threshold / --alpha)")
-        threshold = 1.0 if args.threshold is None else args.threshold
-        alpha = 0.05 if args.alpha is None else args.alpha
-        if threshold < 0 or not 0 < alpha < 1:
-            raise BenchError(f"--threshold must be ≥ 0 and --alpha in (0, 1); got "
-                             f"{threshold} and {alpha}")
-        baseline = check.load_baseline(args.baseline)
+        if args.table or args.tolerance is not None:
+            raise BenchError("--table and --tolerance apply to --paper, not --baseline (use "
+                             "--threshold / --alpha)")
+        threshold, alpha, _ = _settings(args)
+        baseline = load_baseline(args.baseline)
         engine = open_results(args.db)
+        junit, markdown = _outputs(args, database_files(engine) + [Path(args.baseline)])
         verdicts = check.compare(engine, baseline, threshold_pp=threshold, alpha=alpha)
         title = f"bench check against baseline {baseline.get('name', args.baseline)}"
-    print(check.format_table(verdicts))
-    if args.junit:
-        check.write_junit(verdicts, _output_file(args.junit, "--junit"),
-                          suite="bench.check.paper" if args.paper else "bench.check")
-    if args.markdown:
-        check.write_markdown(verdicts, _output_file(args.markdown, "--markdown"), title=title)
+    paper = bool(args.paper)
+    print(out.format_table(verdicts, paper=paper))
+    if junit:
+        out.write_junit(verdicts, junit, suite="bench.check.paper" if paper else "bench.check")
+    if markdown:
+        out.write_markdown(verdicts, markdown, title=title, paper=paper)
     status = check.exit_status(verdicts)
-    if args.paper and status == 0 and not check.measured_count(verdicts):
-        if args.allow_empty:
-            print("nothing measured (allowed by --allow-empty)", file=sys.stderr)
-            return 0
-        print(f"nothing measured: none of the {len(verdicts)} paper cell(s) checked has a "
-              f"result, so nothing was compared; run the tables first (`python -m bench run "
-              f"suite.yaml --tag TABLE`), or pass --allow-empty", file=sys.stderr)
-        return 2
-    return status
+    if status != 0:
+        return status
+    if paper and not check.measured_count(verdicts):
+        what = (f"nothing measured: none of the {len(verdicts)} paper cell(s) checked has a "
+                f"result, so nothing was compared; run the tables first (`python -m bench run "
+                f"suite.yaml --tag TABLE`)")
+    elif not paper and not check.compared_count(verdicts):
+        kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(Counter(
+            v.verdict for v in verdicts if v.cell_key_baseline is not None).items()))
+        what = (f"nothing compared: none of the {check.baseline_count(verdicts)} baseline "
+                f"cell(s) has a comparable result in the database ({kinds or 'no cells'}); run "
+                f"them first (`python -m bench run suite.yaml`) with the baseline's settings")
+    else:
+        return 0
+    if args.allow_empty:
+        print(f"{what.split(':')[0]} (allowed by --allow-empty)", file=sys.stderr)
+        return 0
+    print(f"{what}, or pass --allow-empty", file=sys.stderr)
+    return 2
 
 
 # ============================================================================ registration
@@ -269,8 +321,9 @@ def add_subcommands(subparsers) -> None:
     c.add_argument("--tolerance", type=float, default=None, metavar="PP",
                    help="with --paper: override every table's tolerance (percentage points)")
     c.add_argument("--allow-empty", action="store_true",
-                   help="with --paper: exit 0 when no paper cell has a result yet (default: "
-                        "exit 2, a check that measured nothing must not pass)")
+                   help="exit 0 when no paper cell has a result yet (--paper) or no baseline "
+                        "cell could be compared (--baseline); default: exit 2, a check that "
+                        "measured nothing must not pass")
     c.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one testcase per cell)")
     c.add_argument("--markdown", metavar="FILE", help="also write a Markdown table")
     _add_db(c)

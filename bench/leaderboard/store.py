@@ -42,7 +42,7 @@ def load_store(engine: Engine, baselines: Sequence[dict] = ()) -> Store:
                     for v in s.scalars(select(ReportedValue))}
         s.expunge_all()
     if baselines:
-        from bench.leaderboard.check import baseline_records
+        from bench.leaderboard.baseline import baseline_records
         have = {r.cell_key for r in results}
         for doc in baselines:
             extra, extra_models = baseline_records(doc)
