@@ -9,7 +9,7 @@ file URLs only, with a socket timeout and a progress line):
   holds half a file, and a refused file is deleted, never kept;
 * with a `sha256` in the suite, a download with another hash is refused;
 * without one, the first download's hash is recorded, in `manifest.json` beside the cached
-  files and (by the runner) in the results database's model record, and any later download
+  files and (by the worker) in the results database's model record, and any later download
   that differs is refused: the server now serves another file (trust on first use; pinning
   the new hash in suite.yaml is how a user accepts it);
 * a cached file is re-hashed before each use; one that no longer matches its expected hash

@@ -332,7 +332,7 @@ def _resolve_bases(ctx: _Ctx, section: LineDict, what: str) -> dict[str, LineDic
 
 
 def _checkpoint(ctx: _Ctx, node: LineDict, where: str) -> str | RemoteCheckpoint | None:
-    """A model's `checkpoint:`: a path, or {url, sha256?} (validated here, fetched by the runner)."""
+    """A model's `checkpoint:`: a path, or {url, sha256?} (validated here, fetched by the worker)."""
     raw = node.get("checkpoint")
     at = f"{where}.checkpoint"
     if raw is None:
