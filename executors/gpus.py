@@ -45,7 +45,7 @@ class GPUs(Executor):
                 raise ValueError("workers must be ≥ 1")
 
     def launch(self, ctx: LaunchContext) -> None:
-        gpus = [] if ctx.plan.device == "cpu" else visible_gpus()
+        gpus = [] if ctx.plan.settings.device_request == "cpu" else visible_gpus()
         n = self.config.workers or max(1, len(gpus))
         plan_file = ctx.results_dir / "workers" / f"run-{ctx.plan.run_id}.json"
         plan_file.parent.mkdir(parents=True, exist_ok=True)

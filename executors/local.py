@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.errors import BenchError
 from bench.plugins.executor import Executor, LaunchContext
 from bench.plugins.registry import register_executor
 
@@ -16,6 +15,8 @@ from bench.plugins.registry import register_executor
 @register_executor("local")
 class Local(Executor):
     """One worker in this process (the default)."""
+
+    default = True          # a run without --executor
 
     @dataclass
     class Config:
@@ -27,6 +28,4 @@ class Local(Executor):
                                  "--executor gpus (processes on this machine) or slurm")
 
     def launch(self, ctx: LaunchContext) -> None:
-        if ctx.runner is None:
-            raise BenchError("the local executor runs the worker in the calling process")
-        ctx.runner.worker(label=ctx.plan.label).run(ctx.cells, ctx.plan.run_id, ctx.runner.run_started)
+        ctx.new_worker(ctx.plan.label).run(ctx.cells, ctx.plan.run_id, ctx.plan.started)

@@ -97,7 +97,8 @@ class Slurm(Executor):
             if cfg.sbatch:
                 params["slurm_additional_parameters"] = dict(cfg.sbatch)
         executor.update_parameters(**params)
-        device = ctx.plan.device if cfg.cluster == "local" else ("cuda" if cfg.gpus_per_task else "cpu")
+        device = (ctx.plan.settings.device_request if cfg.cluster == "local"
+                  else "cuda" if cfg.gpus_per_task else "cpu")
         plans = [ctx.plan_for(i, device=device, label=f"slurm {i}") for i in range(n)]
         try:
             jobs = executor.map_array(slurm_worker, plans)

@@ -11,7 +11,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
 from bench.db import database as db
-from bench.db.claims import Claims, leases, new_worker_id
+from bench.db.claims import Claim, Claims, leases, new_worker_id
 from bench.db.retry import with_retry
 
 
@@ -49,14 +49,14 @@ def test_only_one_of_many_simultaneous_claims_wins(url):
     won = _together(8, lambda i: claims[i].claim("k" * 64, "m"))
     assert sorted(w is not None for w in won) == [False] * 7 + [True]
     owner = leases(engine)["k" * 64].owner
-    assert owner == claims[won.index("new")].worker_id
+    assert owner == claims[won.index(Claim("k" * 64, "new"))].worker_id
 
 
 def test_a_lease_is_renewed_taken_over_after_expiry_and_released(url):
     engine = db.open_db(url)
     a = Claims(engine, "worker-a", lease_seconds=1.0)
     b = Claims(db.open_db(url), "worker-b", lease_seconds=1.0)
-    assert a.claim("m1", "model one") == "new"
+    assert a.claim("m1", "model one") == Claim("m1", "new", None)
     assert b.claim("m1", "model one") is None            # live: refused
     for _ in range(3):                                     # renewed past its first expiry
         time.sleep(0.5)
@@ -65,7 +65,7 @@ def test_a_lease_is_renewed_taken_over_after_expiry_and_released(url):
     assert not a.lost("m1")
     time.sleep(1.3)                                        # a stops renewing: the lease expires
     assert leases(engine)["m1"].expired
-    assert b.claim("m1", "model one") == "takeover from worker-a"
+    assert b.claim("m1", "model one") == Claim("m1", "takeover", previous_owner="worker-a")
     rec = leases(engine)["m1"]
     assert rec.owner == "worker-b" and rec.previous_owner == "worker-a" and rec.takeovers == 1
     a.renew()                                              # a wakes up: it has lost the job
@@ -74,7 +74,7 @@ def test_a_lease_is_renewed_taken_over_after_expiry_and_released(url):
     assert leases(engine)["m1"].owner == "worker-b"
     b.release("m1")
     assert "m1" not in leases(engine)
-    assert a.claim("m1") == "new"
+    assert a.claim("m1") == Claim("m1", "new")
 
 
 def test_a_new_database_opened_by_many_at_once(url):
@@ -152,7 +152,7 @@ def test_claims_survive_a_server_restart(pg_url, postgres_server):
     """The server goes down for a second and comes back: claims and records retry through it."""
     engine = db.open_db(pg_url)
     a = Claims(engine, "worker-a", lease_seconds=30)
-    assert a.claim("m1") == "new"
+    assert a.claim("m1") == Claim("m1", "new")
     postgres_server.stop()
     threading.Timer(1.5, postgres_server.restart).start()
     t0 = time.time()

@@ -21,7 +21,7 @@ obtained by `fetch_checkpoint`:
   locked by a live download) is removed at the next download into that folder;
 * with a `sha256` in the suite, a file with another hash is refused; without one, the
   first download's hash is recorded, in `manifest.json` (keyed by the cached file's name)
-  and (by the runner) in the results database's model record, and any later download that
+  and (by the worker) in the results database's model record, and any later download that
   differs is refused (trust on first use; pinning the hash in suite.yaml accepts a new one);
 * a cached file is re-hashed before each use; one that no longer matches its expected hash
   is downloaded again (and must then match);

@@ -314,6 +314,7 @@ def cmd_run(args) -> int:
     from bench.data.read import resolve_data_root
     from bench.run.precision import resolve_device
     from bench.run.runner import Runner
+    from bench.run.settings import RunSettings
     suite, cells = _load(args)
     executor = cli_scale.executor_from_args(args, suite)
     device = resolve_device(args.device)
@@ -330,10 +331,11 @@ def cmd_run(args) -> int:
     site = None if args.no_report else _site_dir(args)
     if site is not None:
         _writable_dir(site, "the site folder")
-    runner = Runner(suite, engine, data_root=data_root, device=device,
-                    results_dir=args.results_dir, offline=args.offline, force=args.force,
-                    progress=not args.no_progress and sys.stderr.isatty(),
-                    executor=executor, lease_seconds=args.lease, device_request=args.device,
+    settings = RunSettings(data_root=data_root, device=device, device_request=args.device or "",
+                           results_dir=args.results_dir, offline=args.offline, force=args.force,
+                           progress=not args.no_progress and sys.stderr.isatty(),
+                           lease_seconds=args.lease)
+    runner = Runner(suite, engine, settings, executor=executor,
                     selection={"tags": args.tag, "filters": args.filter, "limit": args.limit,
                                "seed": args.seed})
     summary = runner.run(cells)

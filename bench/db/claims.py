@@ -21,7 +21,7 @@ import os
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
@@ -62,6 +62,17 @@ class Lease:
         return (self.expires - self.now).total_seconds()
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A won claim: a fresh lease ("new"), or an expired one taken over from `previous_owner`."""
+    key: str
+    kind: Literal["new", "takeover"]
+    previous_owner: str | None = None
+
+
+_GONE = object()      # a takeover found no row: the lease was released meanwhile
+
+
 def leases(engine: Engine, keys: list[str] | None = None) -> dict[str, Lease]:
     """The lease rows (live or expired) of these model keys, or all, by model key."""
     def read():
@@ -94,9 +105,9 @@ class Claims:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ claiming
-    def claim(self, key: str, name: str = "") -> str | None:
+    def claim(self, key: str, name: str = "") -> Claim | None:
         """Claim the job of model `key`: None if another worker holds a live lease on it, else
-        how it was won ("new", or "takeover from OWNER" when an expired lease was taken over)."""
+        how it was won (a new lease, or an expired one taken over from its owner)."""
         lease = dt.timedelta(seconds=self.lease_seconds)
 
         def fresh():
@@ -113,9 +124,9 @@ class Claims:
                 row = c.execute(select(db.LeaseRecord.owner, db.LeaseRecord.expires)
                                 .where(db.LeaseRecord.model_key == key)).one_or_none()
                 if row is None:
-                    return "gone"                   # released meanwhile: try a fresh claim again
-                if row.owner == self.worker_id:
-                    return "mine"                   # our own claim, committed before a retry
+                    return _GONE                    # released meanwhile: try a fresh claim again
+                if row.owner == self.worker_id:     # our own claim, committed before a retry
+                    return Claim(key, "new")
                 if row.expires >= now:
                     return None
                 won = c.execute(update(db.LeaseRecord).where(
@@ -125,21 +136,21 @@ class Claims:
                     model_name=name, acquired=now, heartbeat=now, expires=now + lease,
                     stage="claimed", previous_owner=row.owner,
                     takeovers=db.LeaseRecord.takeovers + 1)).rowcount
-                return f"takeover from {row.owner}" if won == 1 else None
+                return Claim(key, "takeover", row.owner) if won == 1 else None
 
         for _ in range(3):
             try:
                 with_retry(fresh, what=f"claiming {name or key[:12]}", log=self.log)
-                how = "new"
+                won = Claim(key, "new")
             except IntegrityError:
-                how = with_retry(take_over, what=f"claiming {name or key[:12]}", log=self.log)
-                if how == "gone":
+                won = with_retry(take_over, what=f"claiming {name or key[:12]}", log=self.log)
+                if won is _GONE:
                     continue
-            if how is not None:
+            if won is not None:
                 with self._lock:
                     self._held[key] = "claimed"
                     self._lost.discard(key)
-            return how
+            return won
         return None
 
     def set_stage(self, key: str, stage: str) -> None:
@@ -188,11 +199,6 @@ class Claims:
             keys = list(self._held)
         for k in keys:
             self.release(k)
-
-    @property
-    def held(self) -> list[str]:
-        with self._lock:
-            return list(self._held)
 
 
 # ---------------------------------------------------------------------- the workers table

@@ -1,7 +1,7 @@
 """The results database: SQLAlchemy 2 models, a schema version and its migrations.
 
 Any SQLAlchemy URL works; the default is a SQLite file under results/ in WAL mode, so
-a reader (the report) never blocks the runner, and every recorded cell is committed
+a reader (the report) never blocks the workers, and every recorded cell is committed
 at once: `kill -9` loses nothing already recorded.
 
 Tables: runs (one per command), models (one per trained model key, with its

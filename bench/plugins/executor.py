@@ -1,9 +1,10 @@
 """Executors: what starts a run's workers. One file each under `executors/`, registered by name.
 
 An executor gets the run's cells and a `WorkerPlan` (the suite, the selection, the
-database URL, the run id) and starts workers that each run `bench.run.worker`'s loop; it
-returns when they have ended. The workers coordinate through the database alone
-(`bench.db.claims`), so an executor only has to start processes somewhere and wait:
+database URL, the run id, the run's settings) and starts workers that each run
+`bench.run.worker`'s loop; it returns when they have ended. The workers coordinate through
+the database alone (`bench.db.claims`), so an executor only has to start processes
+somewhere and wait:
 
     @register_executor("ray")
     class Ray(Executor):
@@ -18,7 +19,9 @@ returns when they have ended. The workers coordinate through the database alone
             ray.get(refs)
 
 Options come from suite.yaml (`executors: {slurm: {partition: gpu}}`) and the command
-line (`--workers N`, `--executor-opt KEY=VALUE`), the command line winning.
+line (`--workers N`, `--executor-opt KEY=VALUE`), the command line winning. A run without
+`--executor` uses the one executor that declares `default = True` (one worker in this
+process, built by `ctx.new_worker`).
 """
 
 from __future__ import annotations
@@ -33,26 +36,31 @@ from bench.plugins.base import Plugin
 from bench.run.plan import Cell
 
 
-@dataclass
+@dataclass(frozen=True)
 class LaunchContext:
-    """What `Executor.launch` gets: the runner (for an in-process worker), the cells, and the
-    plan a worker started elsewhere rebuilds them from."""
-    runner: Any                       # bench.run.runner.Runner
+    """What `Executor.launch` gets: the cells, the plan a worker started elsewhere rebuilds
+    them from, where to say what it did, and `new_worker(label)`: a worker of this run in
+    this process (a `bench.run.worker.Worker`; its `run(ctx.cells, plan.run_id,
+    plan.started)` is the worker loop)."""
     cells: list[Cell]
     plan: Any                         # bench.run.worker.WorkerPlan
     out: Callable[[str], None]
+    new_worker: Callable[[str], Any]  # label → bench.run.worker.Worker
 
     @property
     def results_dir(self) -> Path:
-        return Path(self.plan.results_dir)
+        return self.plan.settings.results_dir
 
-    def plan_for(self, i: int, **kw):
-        """The plan of worker number i (label and executor set)."""
-        return self.plan.replace(**{"label": f"{self.plan.executor} {i}", **kw})
+    def plan_for(self, i: int, *, device: str | None = None, label: str | None = None):
+        """The plan of worker number i: labelled (default "<executor> i"), on `device` if given."""
+        plan = self.plan.replace(label=label if label is not None else f"{self.plan.executor} {i}")
+        return plan.on_device(device) if device is not None else plan
 
 
 class Executor(Plugin):
     """Starts the workers of a run and waits for them."""
+
+    default: ClassVar[bool] = False    # the executor of a run without --executor (exactly one)
 
     @dataclass
     class Config:
@@ -84,6 +92,17 @@ def write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+
+
+def default_executor() -> Executor:
+    """The registered executor that declares `default = True`, with its default Config."""
+    from bench.errors import PluginError
+    from bench.plugins.registry import EXECUTORS
+    found = [cls for _, cls in EXECUTORS.items() if getattr(cls, "default", False)]
+    if len(found) != 1:
+        raise PluginError(f"{len(found)} executors declare default = True; exactly one must "
+                          f"(the one that runs a worker in this process)")
+    return found[0]()
 
 
 def build_executor(name: str, options: dict | None = None, *, where: str = "executor options"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -22,6 +21,7 @@ from bench.data.read import DeviceData
 from bench.data.fetch import load_or_fetch
 from bench.run.plan import Cell
 from bench.run.precision import eval_batch_size, frozen_parameters
+from bench.run.settings import RunSettings
 
 
 @dataclass
@@ -43,10 +43,11 @@ def _batch_seed(seed: int, batch: int, tag: str = "") -> int:
 
 
 class EvalData:
-    """Evaluation splits loaded once per dataset and kept on the device."""
+    """Evaluation splits loaded once per dataset and kept on the device (the run's settings
+    say which root, which device, and whether a missing split may be downloaded)."""
 
-    def __init__(self, data_root: Path, device: str, offline: bool = False):
-        self.data_root, self.device, self.offline = data_root, device, offline
+    def __init__(self, settings: RunSettings):
+        self.data_root, self.device, self.offline = settings.data_root, settings.device, settings.offline
         self._cache: dict[tuple[str, str], DeviceData] = {}
 
     def get(self, dataset_plugin: str, split: str) -> DeviceData:
@@ -73,7 +74,7 @@ def sweep_groups(cells: list[Cell]) -> list[list[Cell]]:
 def evaluate(net: nn.Module, cells: list[Cell], data: EvalData, *,
              progress: bool = True, describe: Callable[[Cell], str] = lambda c: c.id
              ) -> Iterator[CellOutcome]:
-    """Yield one CellOutcome per cell, as soon as it is known (the runner records each)."""
+    """Yield one CellOutcome per cell, as soon as it is known (the worker records each)."""
     for group in sweep_groups(cells):
         first = group[0]
         t0 = time.perf_counter()

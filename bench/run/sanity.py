@@ -1,6 +1,6 @@
 """Evaluation sanity flags: signs that a robustness number should not be trusted.
 
-Pure functions the runner calls; none of them knows an attack by name.
+Pure functions the worker loop calls; none of them knows an attack by name.
 
 * `model_flags(model, x, y)` — on a small batch: "randomized_outputs" (two identical
   forward passes in eval mode disagree: gradient attacks and single-pass robust

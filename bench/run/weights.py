@@ -25,6 +25,7 @@ from bench.errors import CheckpointError
 from bench.run.plan import ModelJob
 from bench.run.precision import Policy, device_name
 from bench.run.resume import ResumeFile
+from bench.run.settings import RunSettings
 from bench.db.provenance import library_versions
 from bench.db.retry import with_retry
 from bench.suite.spec import ModelSpec
@@ -33,17 +34,18 @@ from bench.run.train import train_model
 
 
 class ModelStore:
-    def __init__(self, engine: Engine, *, data_root: Path | str, device: str, policy: Policy,
-                 results_dir: Path | str = Path("results"), offline: bool = False,
-                 progress: bool = True, out: Callable[[str], None] = print, worker: str | None = None,
+    """The models of one worker, on the run's settings; `stage` tells the worker's claim what
+    it is doing (training), `worker` is the id its records carry."""
+
+    def __init__(self, engine: Engine, settings: RunSettings, *, policy: Policy,
+                 out: Callable[[str], None] = print, worker: str | None = None,
                  stage: Callable[[str], None] = lambda s: None):
         self.engine = engine
-        self.data_root, self.device = Path(data_root), device
-        self.ckpt_dir = Path(results_dir) / "checkpoints"
-        self.policy, self.offline, self.progress, self.out = policy, offline, progress, out
-        self.device_desc = device_name(device)
+        self.data_root, self.device, self.ckpt_dir = settings.data_root, settings.device, settings.ckpt_dir
+        self.policy, self.offline, self.progress, self.out = policy, settings.offline, settings.progress, out
+        self.device_desc = device_name(settings.device)
         self.worker = worker
-        self.stage = stage                      # tells the claim what the worker is doing
+        self.stage = stage
         self.resumed: dict[str, int] = {}       # model name → epoch its training resumed at
 
     def _cached_model(self, job: ModelJob):

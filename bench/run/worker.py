@@ -38,6 +38,7 @@ from bench.run.evaluate import CellOutcome, EvalData, evaluate
 from bench.run.weights import ModelStore
 from bench.run.plan import Cell, ModelJob, group
 from bench.run.precision import Policy, device_name
+from bench.run.settings import RunSettings
 from bench.suite.spec import Suite
 from bench.run.summary import WorkerSummary
 
@@ -59,26 +60,26 @@ def jobs_of(cells: list[Cell]) -> list[ModelJob]:
 
 
 class Worker:
-    def __init__(self, suite: Suite, engine: Engine, *, data_root: Path | str, device: str,
-                 results_dir: Path | str = Path("results"), offline: bool = False,
-                 force: bool = False, progress: bool = True,
-                 out: Callable[[str], None] | None = None,
-                 lease_seconds: float = claims_mod.DEFAULT_LEASE_SECONDS,
-                 label: str = "", executor: str = "", poll_seconds: float | None = None):
-        self.suite, self.engine, self.force, self.progress = suite, engine, force, progress
+    """One worker of a run, on the run's settings; `label` prefixes its messages and names
+    it in `bench workers`, `executor` names what started it."""
+
+    def __init__(self, suite: Suite, engine: Engine, settings: RunSettings, *,
+                 out: Callable[[str], None] | None = None, label: str = "", executor: str = "",
+                 poll_seconds: float | None = None):
+        self.suite, self.engine, self.settings = suite, engine, settings
         self.id = claims_mod.new_worker_id()
-        self.label, self.executor, self.lease_seconds = label, executor, lease_seconds
+        self.label, self.executor = label, executor
         base = out or (lambda s: print(s, file=sys.stderr))
         self.out = (lambda s: base(f"[{label}] {s}")) if label else base
-        self.device = device
-        self.policy = Policy(suite.precision, suite.compile, device, compile_mode=suite.compile_mode)
-        self.device_desc = device_name(device)
-        self.data = EvalData(Path(data_root), device, offline)
+        self.policy = Policy(suite.precision, suite.compile, settings.device,
+                             compile_mode=suite.compile_mode)
+        self.device_desc = device_name(settings.device)
+        self.data = EvalData(settings)
         self.claims: claims_mod.Claims | None = None
-        self.models = ModelStore(engine, data_root=data_root, device=device, policy=self.policy,
-                                 results_dir=results_dir, offline=offline, progress=progress,
-                                 out=self.out, worker=self.id)
-        self.poll = poll_seconds if poll_seconds is not None else min(5.0, max(0.5, lease_seconds / 6))
+        self.models = ModelStore(engine, settings, policy=self.policy, out=self.out, worker=self.id,
+                                 stage=self._stage)
+        lease = settings.lease_seconds
+        self.poll = poll_seconds if poll_seconds is not None else min(5.0, max(0.5, lease / 6))
         self.summary = WorkerSummary(self.id, label)
         self._job: ModelJob | None = None
         self._attempted: set[str] = set()     # train-only jobs this worker already tried
@@ -86,12 +87,11 @@ class Worker:
     # ------------------------------------------------------------------ the loop
     def run(self, cells: list[Cell], run_id: int, run_started: dt.datetime) -> WorkerSummary:
         """Claim and do model jobs of these cells until none is left; return what it did."""
-        self.claims = claims_mod.Claims(self.engine, self.id, lease_seconds=self.lease_seconds,
-                                        run_id=run_id, log=self.out)
-        self.models.stage = lambda s: self._stage(s)
+        lease = self.settings.lease_seconds
+        self.claims = claims_mod.Claims(self.engine, self.id, lease_seconds=lease, run_id=run_id,
+                                        log=self.out)
         claims_mod.register_worker(self.engine, self.id, label=self.label, executor=self.executor,
-                                   device=self.device_desc, run_id=run_id,
-                                   lease_seconds=self.lease_seconds)
+                                   device=self.device_desc, run_id=run_id, lease_seconds=lease)
         heartbeat = claims_mod.Heartbeat(self.claims, self._beat)
         heartbeat.start()
         previous = _interrupt_on_sigterm()
@@ -99,11 +99,11 @@ class Worker:
         try:
             jobs = jobs_of(cells)
             while (claimed := self.next_job(jobs, run_id, run_started)) is not None:
-                job, pending, how = claimed
+                job, pending, claim = claimed
                 self._job = job
                 try:
-                    if how.startswith("takeover"):
-                        frm = how.split(" from ", 1)[1]
+                    if claim.previous_owner is not None:
+                        frm = claim.previous_owner
                         self.summary.takeovers[job.model.name] = frm
                         self.out(f"taking over {job.model.name} from {frm} (its lease expired)")
                     self.do_job(job, pending, run_id)
@@ -129,7 +129,7 @@ class Worker:
         return self.summary
 
     def next_job(self, jobs: list[ModelJob], run_id: int, run_started: dt.datetime
-                 ) -> tuple[ModelJob, list[Cell], str] | None:
+                 ) -> tuple[ModelJob, list[Cell], claims_mod.Claim] | None:
         """Claim the next job that still owes results: (job, its pending cells, how it was won),
         waiting while other workers hold what is left; None when nothing is left."""
         waiting_for: tuple = ()
@@ -151,15 +151,15 @@ class Worker:
                 if lease is not None and not lease.expired and lease.owner != self.id:
                     blocked.append((job, lease))
                     continue
-                how = self.claims.claim(job.key, job.model.name)
-                if how is None:
+                claim = self.claims.claim(job.key, job.model.name)
+                if claim is None:
                     blocked.append((job, None))
                     continue
                 pending = self._still_pending(job, run_id, run_started)   # re-read after winning
                 if pending is None:
                     self.claims.release(job.key)
                     continue
-                return job, pending, how
+                return job, pending, claim
             note = tuple(sorted((j.model.name, l.owner if l else "") for j, l in blocked))
             if blocked and note != waiting_for:
                 waiting_for = note
@@ -176,7 +176,7 @@ class Worker:
         for j in jobs:
             if j.cells:
                 pend = [c for c in j.cells if record.is_pending(
-                    state.get(c.key), force=self.force, run_id=run_id, run_started=run_started)]
+                    state.get(c.key), force=self.settings.force, run_id=run_id, run_started=run_started)]
                 if pend:
                     out.append((j, pend))
             elif j.key not in trained and j.key not in self._attempted:
@@ -189,7 +189,7 @@ class Worker:
                             or job.key in self._attempted) else []
         state = record.attempts(self.engine, [c.key for c in job.cells])
         pend = [c for c in job.cells if record.is_pending(
-            state.get(c.key), force=self.force, run_id=run_id, run_started=run_started)]
+            state.get(c.key), force=self.settings.force, run_id=run_id, run_started=run_started)]
         return pend or None
 
     # ------------------------------------------------------------------ one job
@@ -218,7 +218,7 @@ class Worker:
         mflags = self._model_flags(net, job, cells)
         self._stage(f"evaluating 0/{len(cells)}")
         self.out(f"evaluating {len(cells)} cell(s) of {job.model.name}")
-        for i, outcome in enumerate(evaluate(net, cells, self.data, progress=self.progress), 1):
+        for i, outcome in enumerate(evaluate(net, cells, self.data, progress=self.settings.progress), 1):
             if self.claims.lost(job.key):
                 self.out(f"warning: {job.model.name} was taken over by another worker; leaving it")
                 return
@@ -268,46 +268,50 @@ def _one_line(e: BaseException) -> str:
 
 # ---------------------------------------------------------------------- workers started elsewhere
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerPlan:
     """What a worker started by an executor (another process, another node) needs to rebuild
-    the run: the suite and the selection, the database, the run it belongs to. JSON-able."""
+    the run: the suite and the selection, the database, the run it belongs to, the run's
+    settings. JSON-able (`to_json`), and picklable for executors that pickle calls."""
     suite: str
     suite_sha256: str
     cell_keys: list[str]
     db: str
-    data_root: str
-    results_dir: str
-    device: str
     run_id: int
     run_started: str                       # ISO time: results since then are this run's
+    settings: RunSettings
     tags: list[str] = field(default_factory=list)
     filters: list[str] = field(default_factory=list)
     limit: int | None = None
     seed: int | None = None
-    offline: bool = False
-    force: bool = False
-    progress: bool = False
-    lease_seconds: float = claims_mod.DEFAULT_LEASE_SECONDS
     executor: str = ""
     label: str = ""
 
+    @property
+    def started(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.run_started)
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return json.dumps({**d, "settings": self.settings.to_dict()})
 
     @classmethod
     def from_json(cls, text: str) -> "WorkerPlan":
-        return cls(**json.loads(text))
+        d = json.loads(text)
+        return cls(**{**d, "settings": RunSettings.from_dict(d["settings"])})
 
     def replace(self, **kw) -> "WorkerPlan":
         return dataclasses.replace(self, **kw)
+
+    def on_device(self, device: str) -> "WorkerPlan":
+        """This plan for a worker asked to run on `device` (resolved where it runs)."""
+        return self.replace(settings=self.settings.on_device(device))
 
 
 def run_worker(plan: WorkerPlan) -> dict:
     """Rebuild the run from the plan and run one worker loop; return its summary (a dict)."""
     from bench.db import database as db
     from bench.run.plan import expand
-    from bench.run.precision import resolve_device
     from bench.suite.spec import load_suite
     suite = load_suite(plan.suite)
     if suite.sha256 != plan.suite_sha256:
@@ -320,11 +324,8 @@ def run_worker(plan: WorkerPlan) -> dict:
         raise BenchError(f"a worker rebuilt {len(cells)} of the run's {len(wanted)} cells from "
                          f"{plan.suite}; pass the run's selection (tags, filters, limit, seed)")
     engine = db.open_db(plan.db)
-    worker = Worker(suite, engine, data_root=plan.data_root, device=resolve_device(plan.device),
-                    results_dir=plan.results_dir, offline=plan.offline, force=plan.force,
-                    progress=plan.progress, lease_seconds=plan.lease_seconds, label=plan.label,
-                    executor=plan.executor)
-    summary = worker.run(cells, plan.run_id, dt.datetime.fromisoformat(plan.run_started))
+    worker = Worker(suite, engine, plan.settings.here(), label=plan.label, executor=plan.executor)
+    summary = worker.run(cells, plan.run_id, plan.started)
     engine.dispose()
     return {"worker": summary.worker, **summary.as_dict()}
 

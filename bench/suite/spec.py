@@ -333,7 +333,7 @@ def _resolve_bases(ctx: _Ctx, section: LineDict, what: str) -> dict[str, LineDic
 
 def _checkpoint(ctx: _Ctx, node: LineDict, where: str) -> str | RemoteCheckpoint | None:
     """A model's `checkpoint:`: a path, or {url, sha256?, max_mb?, timeout_s?} (validated here,
-    fetched by the runner within those bounds: `bench.checkpoints.sources`)."""
+    fetched by the worker within those bounds: `bench.checkpoints.sources`)."""
     from bench.checkpoints.sources import LIMITS, limit_problem
     raw = node.get("checkpoint")
     at = f"{where}.checkpoint"
