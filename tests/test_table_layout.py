@@ -15,7 +15,7 @@ from bench.db import database as db
 from bench.errors import SuiteError
 from bench.leaderboard.report import build_table, load_store, render_site, table_page
 from bench.run.runner import Runner
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 from test_report import add_result, cell_html, correct_range
 
 SUITE = """

@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args):
     from bench.run.plan import expand
-    from bench.suite.spec import load_suite
+    from bench.suite.load import load_suite
     suite = load_suite(args.suite)
     cells = expand(suite, tags=args.tag, filters=args.filter, limit=args.limit, seed=args.seed)
     return suite, cells
@@ -189,7 +189,7 @@ def _load(args):
 
 def cmd_validate(args) -> int:
     from bench.run.plan import expand
-    from bench.suite.spec import load_suite
+    from bench.suite.load import load_suite
     suite = load_suite(args.suite)
     n_cells = len(expand(suite)) if suite.matrix else 0
     print(f"{args.suite}: ok — {len(suite.models)} models, {len(suite.attacks)} attacks, "

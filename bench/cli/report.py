@@ -133,7 +133,7 @@ def _report_sources(args: argparse.Namespace) -> tuple[Engine, list[dict], str]:
                              f"the tables from: run `python -m bench run suite.yaml` first, or "
                              f"pass --db or --suite")
         from bench.db.record import record_tables
-        from bench.suite.spec import load_suite
+        from bench.suite.load import load_suite
         engine = open_db("sqlite://")
         record_tables(engine, load_suite(suite))
         return engine, baselines, f"the tables of {suite} (no database at {db_arg})"
