@@ -222,6 +222,8 @@ def _checkpoint(ctx: _Ctx, node: LineDict, where: str) -> str | RemoteCheckpoint
 
 
 def load_suite(path: str | Path, text: str | None = None) -> Suite:
+    """Read and validate a suite file (or `text` as if it were that file); one located
+    SuiteError on the first problem, in the order the sections are read below."""
     path = str(path)
     raw = load_yaml(path, text)
     ctx = _Ctx(path)
@@ -247,7 +249,26 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
     d_train = ctx.mapping(defaults.get("train"), "defaults.train", defaults, "train")
     d_eval = ctx.mapping(defaults.get("eval"), "defaults.eval", defaults, "eval")
 
-    # datasets: declared aliases, plus every dataset plugin under its own name
+    datasets = _datasets(ctx, raw)
+    attacks = _attacks(ctx, raw)
+    m_node = ctx.mapping(raw.get("models"), "models", raw, "models")
+    models = {name: _model(ctx, name, node, datasets, attacks, d_train, seed, precision)
+              for name, node in _resolve_bases(ctx, m_node, "models").items()}
+    _link_init_from(ctx, m_node, models)
+    matrix, all_tags = _matrix(ctx, raw, models, attacks, d_eval)
+    tables = _tables(ctx, raw, models, attacks)
+    executors = _executors(ctx, raw)
+
+    text_bytes = Path(path).read_bytes() if text is None else text.encode()
+    suite = Suite(path, ctx.typed(raw, "name", str, "name", Path(path).stem), seed, precision, compile_,
+                  datasets, models, attacks, matrix, tables,
+                  sha256=hashlib.sha256(text_bytes).hexdigest(), tags=all_tags,
+                  compile_mode=compile_mode, executors=executors)
+    return suite
+
+
+def _datasets(ctx: _Ctx, raw: LineDict) -> dict[str, DatasetSpec]:
+    """`datasets:` declares aliases; every dataset plugin is also there under its own name."""
     datasets: dict[str, DatasetSpec] = {n: DatasetSpec(n, n) for n in DATASETS.names()}
     ds_node = ctx.mapping(raw.get("datasets"), "datasets", raw, "datasets")
     for name, node in ds_node.items():
@@ -260,8 +281,10 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
         if subset is not None and subset < 1:
             ctx.err(node, "train_subset", "must be ≥ 1", f"datasets.{name}.train_subset")
         datasets[name] = DatasetSpec(name, plugin, subset)
+    return datasets
 
-    # attacks
+
+def _attacks(ctx: _Ctx, raw: LineDict) -> dict[str, AttackSpec]:
     attacks: dict[str, AttackSpec] = {}
     at_node = ctx.mapping(raw.get("attacks"), "attacks", raw, "attacks")
     for name, node in _resolve_bases(ctx, at_node, "attacks").items():
@@ -273,63 +296,66 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
         cfg = ctx.config(cls.Config, node.get("config"), node, "config", f"{where}.config")
         label = ctx.typed(node, "label", str, where, name)
         attacks[name] = AttackSpec(name, node["plugin"], cfg, label)
+    return attacks
 
-    # models
-    models: dict[str, ModelSpec] = {}
-    m_node = ctx.mapping(raw.get("models"), "models", raw, "models")
-    for name, node in _resolve_bases(ctx, m_node, "models").items():
-        where = f"models.{name}"
-        ctx.check_keys(node, MODEL_KEYS, where)
-        for req in ("dataset", "arch"):
-            if req not in node:
-                ctx.err(node, None, f"needs a '{req}'", where)
-        ckpt = _checkpoint(ctx, node, where)
-        if "defense" not in node and ckpt is None:
-            ctx.err(node, None, "needs a 'defense' (or a 'checkpoint' to evaluate released weights)", where)
-        ds = ctx.ref(node, "dataset", node["dataset"], datasets, "dataset", f"{where}.dataset")
-        from bench.plugins.model import model_config
-        arch = node["arch"]
-        if not isinstance(arch, str):
-            ctx.err(node, "arch", f"must be an architecture name, got {arch!r}", f"{where}.arch")
-        try:
-            _, arch_cfg = model_config(arch, node.get("arch_config"))
-        except PluginError as e:
-            ctx.err(node, "arch", str(e), f"{where}.arch")
-        except ConfigError as e:
-            ctx.err(node, "arch_config", e.message, f"{where}.arch_config.{e.path}")
-        defense = node.get("defense", EXTERNAL_DEFENSE)
-        if defense == EXTERNAL_DEFENSE:
-            if ckpt is None:
-                ctx.err(node, "defense", f"'{EXTERNAL_DEFENSE}' is the defense of a released checkpoint: "
-                        "it needs a 'checkpoint'", f"{where}.defense")
-            if node.get("defense_config") is not None:
-                ctx.err(node, "defense_config", "a released checkpoint has no defense to configure",
-                        f"{where}.defense_config")
-            dcfg = None
-        else:
-            dcls = ctx.plugin(DEFENSES, defense, node, "defense", f"{where}.defense")
-            dcfg = ctx.config(dcls.Config, node.get("defense_config"), node, "defense_config",
-                              f"{where}.defense_config")
-        train_raw = _merge(d_train, ctx.mapping(node.get("train"), f"{where}.train", node, "train"))
-        tcfg = ctx.config(TrainConfig, train_raw, node, "train", f"{where}.train")
-        es_attack = None
-        if tcfg.early_stopping is not None:
-            an = tcfg.early_stopping.attack
-            if an not in attacks:
-                ctx.err(node, "train", f"early_stopping.attack: unknown attack {an!r}"
-                        f"{did_you_mean(an, list(attacks))}", f"{where}.train.early_stopping.attack")
-            es_attack = attacks[an]
-            es_eps = tcfg.early_stopping.eps
-            for e in es_eps if isinstance(es_eps, list) else [es_eps]:
-                ctx.eps(node, "train", e, f"{where}.train.early_stopping.eps")
-        models[name] = ModelSpec(
-            name=name, dataset=datasets[ds], arch=arch, arch_config=arch_cfg,
-            defense=defense, defense_config=dcfg, train=tcfg,
-            seed=ctx.typed(node, "seed", int, where, seed),
-            label=ctx.typed(node, "label", str, where, name), checkpoint=ckpt,
-            precision=precision, early_stopping_attack=es_attack)
 
-    # fine-tuning from another model of the suite: train.init_from: "model:NAME"
+def _model(ctx: _Ctx, name: str, node: LineDict, datasets: dict[str, DatasetSpec],
+           attacks: dict[str, AttackSpec], d_train: LineDict, seed: int, precision: str) -> ModelSpec:
+    """One entry of `models:` (its `base:` already merged in)."""
+    where = f"models.{name}"
+    ctx.check_keys(node, MODEL_KEYS, where)
+    for req in ("dataset", "arch"):
+        if req not in node:
+            ctx.err(node, None, f"needs a '{req}'", where)
+    ckpt = _checkpoint(ctx, node, where)
+    if "defense" not in node and ckpt is None:
+        ctx.err(node, None, "needs a 'defense' (or a 'checkpoint' to evaluate released weights)", where)
+    ds = ctx.ref(node, "dataset", node["dataset"], datasets, "dataset", f"{where}.dataset")
+    from bench.plugins.model import model_config
+    arch = node["arch"]
+    if not isinstance(arch, str):
+        ctx.err(node, "arch", f"must be an architecture name, got {arch!r}", f"{where}.arch")
+    try:
+        _, arch_cfg = model_config(arch, node.get("arch_config"))
+    except PluginError as e:
+        ctx.err(node, "arch", str(e), f"{where}.arch")
+    except ConfigError as e:
+        ctx.err(node, "arch_config", e.message, f"{where}.arch_config.{e.path}")
+    defense = node.get("defense", EXTERNAL_DEFENSE)
+    if defense == EXTERNAL_DEFENSE:
+        if ckpt is None:
+            ctx.err(node, "defense", f"'{EXTERNAL_DEFENSE}' is the defense of a released checkpoint: "
+                    "it needs a 'checkpoint'", f"{where}.defense")
+        if node.get("defense_config") is not None:
+            ctx.err(node, "defense_config", "a released checkpoint has no defense to configure",
+                    f"{where}.defense_config")
+        dcfg = None
+    else:
+        dcls = ctx.plugin(DEFENSES, defense, node, "defense", f"{where}.defense")
+        dcfg = ctx.config(dcls.Config, node.get("defense_config"), node, "defense_config",
+                          f"{where}.defense_config")
+    train_raw = _merge(d_train, ctx.mapping(node.get("train"), f"{where}.train", node, "train"))
+    tcfg = ctx.config(TrainConfig, train_raw, node, "train", f"{where}.train")
+    es_attack = None
+    if tcfg.early_stopping is not None:
+        an = tcfg.early_stopping.attack
+        if an not in attacks:
+            ctx.err(node, "train", f"early_stopping.attack: unknown attack {an!r}"
+                    f"{did_you_mean(an, list(attacks))}", f"{where}.train.early_stopping.attack")
+        es_attack = attacks[an]
+        es_eps = tcfg.early_stopping.eps
+        for e in es_eps if isinstance(es_eps, list) else [es_eps]:
+            ctx.eps(node, "train", e, f"{where}.train.early_stopping.eps")
+    return ModelSpec(
+        name=name, dataset=datasets[ds], arch=arch, arch_config=arch_cfg,
+        defense=defense, defense_config=dcfg, train=tcfg,
+        seed=ctx.typed(node, "seed", int, where, seed),
+        label=ctx.typed(node, "label", str, where, name), checkpoint=ckpt,
+        precision=precision, early_stopping_attack=es_attack)
+
+
+def _link_init_from(ctx: _Ctx, m_node: LineDict, models: dict[str, ModelSpec]) -> None:
+    """Fine-tuning from another model of the suite: train.init_from: "model:NAME"."""
     for name, spec in models.items():
         ref = spec.train.init_from
         if ref and ref.startswith("model:"):
@@ -348,7 +374,10 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
                 t = nxt[len("model:"):] if nxt and nxt.startswith("model:") else None
             spec.init_model = models[target]
 
-    # matrix
+
+def _matrix(ctx: _Ctx, raw: LineDict, models: dict[str, ModelSpec], attacks: dict[str, AttackSpec],
+            d_eval: LineDict) -> tuple[list[MatrixEntry], set[str]]:
+    """`matrix:` → its entries, and every tag they use."""
     matrix: list[MatrixEntry] = []
     mx = raw.get("matrix", [])
     if not isinstance(mx, list):
@@ -362,68 +391,74 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
         if name in seen_entries:
             ctx.err(node, "name", f"duplicate matrix entry name {name!r} (also entry {seen_entries[name]})", where)
         seen_entries[name] = i
-        ctx.check_keys(node, ENTRY_KEYS, where)
-        tags = ctx.list_of_str(node, "tags", where)
-        all_tags.update(tags)
-        mnames = ctx.list_of_str(node, "models", where)
-        anames = ctx.list_of_str(node, "attacks", where)
-        for key, names, known in (("models", mnames, models), ("attacks", anames, attacks)):
-            if not names:
-                ctx.err(node, key if key in node else None, f"needs at least one of '{key}'", f"{where}.{key}")
-            for n in names:
-                ctx.ref(node, key, n, known, key[:-1], f"{where}.{key}")
-        eps_raw = node.get("eps", [0])
-        eps_list_raw = eps_raw if isinstance(eps_raw, list) else [eps_raw]
-        eps_list = [ctx.eps(node, "eps", e, f"{where}.eps") for e in eps_list_raw]
-        if not eps_list:
-            ctx.err(node, "eps", "must list at least one ε", f"{where}.eps")
-        eval_raw = _merge(d_eval, ctx.mapping(node.get("eval"), f"{where}.eval", node, "eval"))
-        ecfg = ctx.config(EvalConfig, eval_raw, node, "eval", f"{where}.eval")
-        smoke = ctx.typed(node, "smoke", bool, where, False)
-        eseed = ctx.typed(node, "seed", int, where)
-        def matches(key: str, complete: bool) -> list[Match]:
-            """include (complete: model, attack and eps all given) or exclude (any subset)."""
-            items = node.get(key, [])
-            shape = "{model, attack, eps}" if complete else "{model?, attack?, eps?}"
-            if not isinstance(items, list):
-                ctx.err(node, key, f"must be a list of {shape}", f"{where}.{key}")
-            out = []
-            for j, it in enumerate(items):
-                at = f"{where}.{key}[{j}]"
-                it = ctx.mapping(it, at, items, j)
-                ctx.check_keys(it, MATCH_KEYS, at)
-                missing = [k for k in ("model", "attack", "eps") if k not in it]
-                if complete and missing:
-                    ctx.err(it, None, f"needs '{missing[0]}'", at)
-                if not it:
-                    ctx.err(items, j, "an empty exclude would drop every cell", at)
-                if "model" in it:
-                    ctx.ref(it, "model", it["model"], models, "model", f"{at}.model")
-                if "attack" in it:
-                    ctx.ref(it, "attack", it["attack"], attacks, "attack", f"{at}.attack")
-                out.append(Match(it.get("model"), it.get("attack"),
-                                 ctx.eps(it, "eps", it["eps"], f"{at}.eps") if "eps" in it else None))
-            return out
+        entry = _matrix_entry(ctx, node, name, models, attacks, d_eval)
+        all_tags.update(entry.tags)
+        matrix.append(entry)
+    return matrix, all_tags
 
-        include = [(m.model, m.attack, m.eps) for m in matches("include", complete=True)]
-        exclude = matches("exclude", complete=False)
-        matrix.append(MatrixEntry(name, tags, mnames, anames, eps_list, ecfg, smoke, eseed, include, exclude))
 
-    # tables (bench.suite.tables)
+def _matrix_entry(ctx: _Ctx, node: LineDict, name: str, models: dict[str, ModelSpec],
+                  attacks: dict[str, AttackSpec], d_eval: LineDict) -> MatrixEntry:
+    where = f"matrix.{name}"
+    ctx.check_keys(node, ENTRY_KEYS, where)
+    tags = ctx.list_of_str(node, "tags", where)
+    mnames = ctx.list_of_str(node, "models", where)
+    anames = ctx.list_of_str(node, "attacks", where)
+    for key, names, known in (("models", mnames, models), ("attacks", anames, attacks)):
+        if not names:
+            ctx.err(node, key if key in node else None, f"needs at least one of '{key}'", f"{where}.{key}")
+        for n in names:
+            ctx.ref(node, key, n, known, key[:-1], f"{where}.{key}")
+    eps_raw = node.get("eps", [0])
+    eps_list_raw = eps_raw if isinstance(eps_raw, list) else [eps_raw]
+    eps_list = [ctx.eps(node, "eps", e, f"{where}.eps") for e in eps_list_raw]
+    if not eps_list:
+        ctx.err(node, "eps", "must list at least one ε", f"{where}.eps")
+    eval_raw = _merge(d_eval, ctx.mapping(node.get("eval"), f"{where}.eval", node, "eval"))
+    ecfg = ctx.config(EvalConfig, eval_raw, node, "eval", f"{where}.eval")
+    smoke = ctx.typed(node, "smoke", bool, where, False)
+    eseed = ctx.typed(node, "seed", int, where)
+    include = [(m.model, m.attack, m.eps)
+               for m in _matches(ctx, node, "include", where, models, attacks, complete=True)]
+    exclude = _matches(ctx, node, "exclude", where, models, attacks, complete=False)
+    return MatrixEntry(name, tags, mnames, anames, eps_list, ecfg, smoke, eseed, include, exclude)
+
+
+def _matches(ctx: _Ctx, node: LineDict, key: str, where: str, models: dict[str, ModelSpec],
+             attacks: dict[str, AttackSpec], *, complete: bool) -> list[Match]:
+    """include (complete: model, attack and eps all given) or exclude (any subset)."""
+    items = node.get(key, [])
+    shape = "{model, attack, eps}" if complete else "{model?, attack?, eps?}"
+    if not isinstance(items, list):
+        ctx.err(node, key, f"must be a list of {shape}", f"{where}.{key}")
+    out = []
+    for j, it in enumerate(items):
+        at = f"{where}.{key}[{j}]"
+        it = ctx.mapping(it, at, items, j)
+        ctx.check_keys(it, MATCH_KEYS, at)
+        missing = [k for k in ("model", "attack", "eps") if k not in it]
+        if complete and missing:
+            ctx.err(it, None, f"needs '{missing[0]}'", at)
+        if not it:
+            ctx.err(items, j, "an empty exclude would drop every cell", at)
+        if "model" in it:
+            ctx.ref(it, "model", it["model"], models, "model", f"{at}.model")
+        if "attack" in it:
+            ctx.ref(it, "attack", it["attack"], attacks, "attack", f"{at}.attack")
+        out.append(Match(it.get("model"), it.get("attack"),
+                         ctx.eps(it, "eps", it["eps"], f"{at}.eps") if "eps" in it else None))
+    return out
+
+
+def _tables(ctx: _Ctx, raw: LineDict, models: dict[str, ModelSpec],
+            attacks: dict[str, AttackSpec]) -> dict[str, TableSpec]:
+    """`tables:` (bench.suite.tables)."""
     tables: dict[str, TableSpec] = {}
     t_node = ctx.mapping(raw.get("tables"), "tables", raw, "tables")
     for order, (name, node) in enumerate(t_node.items()):
         node = ctx.mapping(node, f"tables.{name}", t_node, name)
         tables[name] = parse_table(ctx, name, node, order, models, attacks)
-
-    executors = _executors(ctx, raw)
-
-    text_bytes = Path(path).read_bytes() if text is None else text.encode()
-    suite = Suite(path, ctx.typed(raw, "name", str, "name", Path(path).stem), seed, precision, compile_,
-                  datasets, models, attacks, matrix, tables,
-                  sha256=hashlib.sha256(text_bytes).hexdigest(), tags=all_tags,
-                  compile_mode=compile_mode, executors=executors)
-    return suite
+    return tables
 
 
 def _executors(ctx: _Ctx, raw: LineDict) -> dict[str, dict]:
