@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,10 @@ ENTRY_KEYS = {"name", "tags", "models", "attacks", "eps", "eval", "smoke", "seed
               "exclude", "description"}
 MATCH_KEYS = {"model", "attack", "eps"}
 CHECKPOINT_KEYS = {"url", "sha256"}
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", re.ASCII)
+MAX_NAME = 100          # names become parts of cell ids, HTML ids and file names (255 bytes)
+MAX_SEED = 2**63 - 1    # a signed 64-bit database column; numpy folds it to 32 bits itself
+MAX_CELLS_PER_ENTRY = 100_000   # models × attacks × ε of one matrix entry
 WHOLE_VALUES = {"checkpoint"}   # `base:` replaces these whole (no sha256 inherited for another url)
 
 
@@ -115,6 +120,26 @@ class _Ctx:
         if not ok:
             names = " or ".join(t.__name__ for t in (tp if isinstance(tp, tuple) else (tp,)))
             self.err(node, key, f"must be {names}, got {v!r}", f"{where}.{key}")
+        return v
+
+    def name(self, node: Any, key: Any, name: Any, kind: str, where: str) -> str:
+        """A name that becomes part of cell ids and file names: short, and only letters,
+        digits, '_', '.', '-' (not first: '.', '-'), so a report never writes a file name
+        that is too long, hidden, or a path."""
+        if not isinstance(name, str) or len(name) > MAX_NAME or not NAME_RE.fullmatch(name):
+            text = str(name)
+            short = text if len(text) <= 40 else f"{text[:40]}… ({len(text)} characters)"
+            if isinstance(name, str) and name:
+                where = where.replace(name, short)          # the key path names it once
+            self.err(node, key, f"{kind} name {short!r} must be 1 to {MAX_NAME} letters, digits, "
+                                f"'_', '.' or '-' (it becomes part of cell ids and file names)", where)
+        return name
+
+    def seed(self, node: LineDict, key: str, where: str, default: int | None) -> int | None:
+        v = self.typed(node, key, int, where, default)
+        if v is not None and not 0 <= v <= MAX_SEED:
+            self.err(node, key, f"must be a seed in [0, 2**63 - 1], got {v}",
+                     f"{where}.{key}" if where != key else key)
         return v
 
     def ref(self, node: Any, key: Any, name: Any, known, kind: str, where: str) -> str:
@@ -233,7 +258,7 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
     version = ctx.typed(raw, "version", int, "version", SUITE_VERSION)
     if version != SUITE_VERSION:
         ctx.err(raw, "version", f"unsupported suite version {version} (this bench reads {SUITE_VERSION})")
-    seed = ctx.typed(raw, "seed", int, "seed", 0)
+    seed = ctx.seed(raw, "seed", "seed", 0)
     precision = ctx.typed(raw, "precision", str, "precision", "fp32")
     if precision not in PRECISIONS:
         ctx.err(raw, "precision", f"must be one of {', '.join(PRECISIONS)}"
@@ -252,6 +277,8 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
     datasets = _datasets(ctx, raw)
     attacks = _attacks(ctx, raw)
     m_node = ctx.mapping(raw.get("models"), "models", raw, "models")
+    for name in m_node:
+        ctx.name(m_node, name, name, "model", f"models.{name}")
     models = {name: _model(ctx, name, node, datasets, attacks, d_train, seed, precision)
               for name, node in _resolve_bases(ctx, m_node, "models").items()}
     _link_init_from(ctx, m_node, models)
@@ -260,7 +287,10 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
     executors = _executors(ctx, raw)
 
     text_bytes = Path(path).read_bytes() if text is None else text.encode()
-    suite = Suite(path, ctx.typed(raw, "name", str, "name", Path(path).stem), seed, precision, compile_,
+    suite_name = ctx.typed(raw, "name", str, "name", Path(path).stem)
+    if len(suite_name) > 200:
+        ctx.err(raw, "name", "must be at most 200 characters", "name")
+    suite = Suite(path, suite_name, seed, precision, compile_,
                   datasets, models, attacks, matrix, tables,
                   sha256=hashlib.sha256(text_bytes).hexdigest(), tags=all_tags,
                   compile_mode=compile_mode, executors=executors)
@@ -272,6 +302,7 @@ def _datasets(ctx: _Ctx, raw: LineDict) -> dict[str, DatasetSpec]:
     datasets: dict[str, DatasetSpec] = {n: DatasetSpec(n, n) for n in DATASETS.names()}
     ds_node = ctx.mapping(raw.get("datasets"), "datasets", raw, "datasets")
     for name, node in ds_node.items():
+        ctx.name(ds_node, name, name, "dataset", f"datasets.{name}")
         node = ctx.mapping(node, f"datasets.{name}", ds_node, name)
         ctx.check_keys(node, DATASET_KEYS, f"datasets.{name}")
         plugin = node.get("plugin", name)
@@ -287,6 +318,8 @@ def _datasets(ctx: _Ctx, raw: LineDict) -> dict[str, DatasetSpec]:
 def _attacks(ctx: _Ctx, raw: LineDict) -> dict[str, AttackSpec]:
     attacks: dict[str, AttackSpec] = {}
     at_node = ctx.mapping(raw.get("attacks"), "attacks", raw, "attacks")
+    for name in at_node:
+        ctx.name(at_node, name, name, "attack", f"attacks.{name}")
     for name, node in _resolve_bases(ctx, at_node, "attacks").items():
         where = f"attacks.{name}"
         ctx.check_keys(node, ATTACK_KEYS, where)
@@ -349,7 +382,7 @@ def _model(ctx: _Ctx, name: str, node: LineDict, datasets: dict[str, DatasetSpec
     return ModelSpec(
         name=name, dataset=datasets[ds], arch=arch, arch_config=arch_cfg,
         defense=defense, defense_config=dcfg, train=tcfg,
-        seed=ctx.typed(node, "seed", int, where, seed),
+        seed=ctx.seed(node, "seed", where, seed),
         label=ctx.typed(node, "label", str, where, name), checkpoint=ckpt,
         precision=precision, early_stopping_attack=es_attack)
 
@@ -387,6 +420,7 @@ def _matrix(ctx: _Ctx, raw: LineDict, models: dict[str, ModelSpec], attacks: dic
     for i, node in enumerate(mx):
         node = ctx.mapping(node, f"matrix[{i}]", mx, i)
         name = ctx.typed(node, "name", str, f"matrix[{i}]", f"entry{i}")
+        ctx.name(node, "name", name, "matrix entry", f"matrix[{i}].name")
         where = f"matrix.{name}"
         if name in seen_entries:
             ctx.err(node, "name", f"duplicate matrix entry name {name!r} (also entry {seen_entries[name]})", where)
@@ -414,10 +448,14 @@ def _matrix_entry(ctx: _Ctx, node: LineDict, name: str, models: dict[str, ModelS
     eps_list = [ctx.eps(node, "eps", e, f"{where}.eps") for e in eps_list_raw]
     if not eps_list:
         ctx.err(node, "eps", "must list at least one ε", f"{where}.eps")
+    n_cells = len(mnames) * len(anames) * len(eps_list)
+    if n_cells > MAX_CELLS_PER_ENTRY:
+        ctx.err(node, "eps", f"names {n_cells:,} combinations of models, attacks and ε; at most "
+                f"{MAX_CELLS_PER_ENTRY:,} per entry", where)
     eval_raw = _merge(d_eval, ctx.mapping(node.get("eval"), f"{where}.eval", node, "eval"))
     ecfg = ctx.config(EvalConfig, eval_raw, node, "eval", f"{where}.eval")
     smoke = ctx.typed(node, "smoke", bool, where, False)
-    eseed = ctx.typed(node, "seed", int, where)
+    eseed = ctx.seed(node, "seed", where, None)
     include = [(m.model, m.attack, m.eps)
                for m in _matches(ctx, node, "include", where, models, attacks, complete=True)]
     exclude = _matches(ctx, node, "exclude", where, models, attacks, complete=False)
@@ -456,6 +494,7 @@ def _tables(ctx: _Ctx, raw: LineDict, models: dict[str, ModelSpec],
     tables: dict[str, TableSpec] = {}
     t_node = ctx.mapping(raw.get("tables"), "tables", raw, "tables")
     for order, (name, node) in enumerate(t_node.items()):
+        ctx.name(t_node, name, name, "table", f"tables.{name}")
         node = ctx.mapping(node, f"tables.{name}", t_node, name)
         tables[name] = parse_table(ctx, name, node, order, models, attacks)
     return tables
