@@ -22,7 +22,13 @@ Top-level keys:
                       reported, reported_by}}   (bench.suite.tables)
     executors: {NAME: {OPTION: value}}   # options of `run --executor NAME` (docs/scale.md)
 
-`base: OTHER` in a model or attack inherits OTHER's entry, deep-merged under this one.
+`base: OTHER` in a model or attack inherits OTHER's entry, deep-merged under this one. YAML
+anchors and merge keys (`<<: *anchor`) work as in YAML 1.1 (bench.suite.yamlload, which
+also bounds a file's size, depth and alias expansion).
+
+Names of datasets, attacks, models, tables and matrix entries are at most 100 characters
+of letters, digits, '_', '.', '-' (`Ctx.name`: they become cell ids and file names);
+seeds are in [0, 2**63 - 1].
 
 A model's `checkpoint:` evaluates released weights instead of training: a local PATH, or
 `{url: http(s)://… or file://…, sha256: 64 hex}` downloaded once into the checkpoint cache
