@@ -68,11 +68,3 @@ def nonnegative(text: str) -> float:
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text!r}")
     return v
-
-
-def probability(text: str) -> float:
-    """A level strictly between 0 and 1."""
-    v = _real(text)
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text!r}")
-    return v

@@ -263,7 +263,7 @@ def add_subcommands(subparsers) -> None:
                       help="check the tables against the paper's reported values")
     c.add_argument("--threshold", type=numbers.nonnegative, default=None, metavar="PP",
                    help="smallest change that counts, in percentage points (default 1.0)")
-    c.add_argument("--alpha", type=numbers.probability, default=None, metavar="A",
+    c.add_argument("--alpha", type=float, default=None, metavar="A",
                    help="significance level of the test (default 0.05)")
     c.add_argument("--table", action="append", metavar="NAME",
                    help="with --paper: only this table (repeatable)")
