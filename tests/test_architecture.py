@@ -11,7 +11,7 @@ import pytest
 
 from bench.cli.main import build_parser, main
 from bench.plugins.config import build_config, presets_of
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 from bench.plugins.registry import ATTACKS, DEFENSES, EXECUTORS, MODELS
 from tests.conftest import REPO
 

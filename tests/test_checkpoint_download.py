@@ -32,7 +32,7 @@ from bench.checkpoints.download import MANIFEST, RemoteCheckpoint, cache_name, f
 from bench.errors import CheckpointError, SuiteError
 from bench.plugins.model import build_model
 from bench.plugins.registry import DATASETS
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 
 N = 64
 

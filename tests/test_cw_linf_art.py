@@ -22,7 +22,7 @@ from bench.plugins.config import build_config
 from bench.data.read import load_split
 from bench.errors import BenchError, SuiteError
 from bench.plugins.perturb import norms
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 
 from attacks.cw_linf import CWLinf
 from attacks.cw_linf_art import CWLinfART

@@ -36,7 +36,7 @@ from bench.cli.main import main
 from bench.errors import CheckpointError, SuiteError
 from bench.plugins.model import build_model
 from bench.plugins.registry import DATASETS
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 from test_checkpoint_download import Bench, one_sentence, publish, suite_text
 
 BLOCK = 64 * 1024

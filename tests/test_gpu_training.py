@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from bench.db import database as db
 from bench.run.plan import expand
 from bench.run.runner import Runner
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 
 pytestmark = pytest.mark.gpu
 

@@ -510,7 +510,7 @@ def test_runner_loads_an_mma_layout_checkpoint_by_url(tmp_path, data_root):
     from bench.db import database as db
     from bench.run.plan import expand
     from bench.run.runner import Runner
-    from bench.suite.spec import load_suite
+    from bench.suite.load import load_suite
     if not (data_root / "cifar10-test.npz").exists():
         pytest.skip("no CIFAR-10 copy")
     torch.manual_seed(3)

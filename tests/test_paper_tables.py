@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 
 from bench.errors import SuiteError
 from bench.run.plan import expand, group
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 from tests.test_spec import GOOD, write
 
 
@@ -58,7 +58,7 @@ def test_tags_and_filters(tmp_path):
 def test_keys_stable_across_processes(tmp_path):
     p = write(tmp_path, GOOD)
     here = [c.key for c in expand(load_suite(p))]
-    code = ("import sys; from bench.suite.spec import load_suite; from bench.run.plan import expand;"
+    code = ("import sys; from bench.suite.load import load_suite; from bench.run.plan import expand;"
             f"print(' '.join(c.key for c in expand(load_suite({str(p)!r}))))")
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout.split()

@@ -189,7 +189,7 @@ def test_the_papers_orientation_is_one_click_away(tmp_path):
 
     from bench.db import database as db
     from bench.run.runner import Runner
-    from bench.suite.spec import load_suite
+    from bench.suite.load import load_suite
     from test_report import add_result, correct_range
     from test_table_layout import SUITE
     browser = chromium()

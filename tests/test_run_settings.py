@@ -18,7 +18,7 @@ from bench.run.plan import expand
 from bench.run.runner import Runner
 from bench.run.settings import RunSettings
 from bench.run.worker import WorkerPlan
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 
 ONE = textwrap.dedent("""\
     version: 1

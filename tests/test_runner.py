@@ -26,7 +26,7 @@ from bench.plugins.defense import Defense
 from bench.run.plan import expand
 from bench.plugins.registry import register_attack, register_defense
 from bench.run.runner import Runner
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 from tests.conftest import REPO
 
 

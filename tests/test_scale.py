@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from bench.db import database as db
 from bench.db.claims import workers
 from bench.cli.main import main
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 from tests.conftest import REPO
 
 FOUR = textwrap.dedent("""\

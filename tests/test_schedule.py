@@ -36,7 +36,7 @@ def test_a_milestone_at_epoch_1_decays_from_the_start():
 
 def test_the_loop_version_is_part_of_the_model_key():
     from bench.suite.recipe import TRAIN_LOOP_VERSION
-    from bench.suite.spec import load_suite
+    from bench.suite.load import load_suite
     text = """
 version: 1
 models:

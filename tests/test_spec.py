@@ -9,7 +9,7 @@ import pytest
 from bench.cli.main import main
 from bench.suite.eps import parse_eps
 from bench.errors import SuiteError
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 
 GOOD = textwrap.dedent("""\
     version: 1

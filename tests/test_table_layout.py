@@ -18,7 +18,7 @@ from bench.leaderboard.site import render_site
 from bench.leaderboard.store import load_store
 from bench.leaderboard.tables import build_table
 from bench.run.runner import Runner
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 from test_report import add_result, cell_html, correct_range
 
 SUITE = """

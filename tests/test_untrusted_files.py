@@ -24,7 +24,7 @@ from bench.cli.main import main
 from bench.data.read import load_split, verify_dataset
 from bench.db import database as db
 from bench.errors import DataError
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 from tests.conftest import REPO
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
@@ -341,7 +341,7 @@ def test_a_lookup_imports_only_the_module_that_registers_the_name(tmp_path):
     suite.write_text(TINY.replace("arch: small_cnn", "arch: lenet5_madry"))
     r = run_in(REPO, "-c", textwrap.dedent(f"""\
         import sys
-        from bench.suite.spec import load_suite
+        from bench.suite.load import load_suite
         from bench.plugins.registry import ATTACKS, MODELS
         load_suite({str(suite)!r})
         print(sorted(m for m in sys.modules if m.split('.')[0] in

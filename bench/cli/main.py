@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from bench import __version__
+from bench.cli import numbers
+from bench.cli.numbers import positive_int
 
 EPILOG = """examples:
   python -m bench run suite.yaml --tag smoke          # train what is missing, evaluate, record, render the site
@@ -42,16 +44,6 @@ DATA_EPILOG = """examples:
   python -m bench data verify mnist"""
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {v}")
-    return v
-
-
 def _suite_arg(p: argparse.ArgumentParser, nargs: str | None = None) -> None:
     p.add_argument("suite", type=Path, nargs=nargs, metavar="SUITE",
                    help="the suite file, e.g. suite.yaml" + (" (not with --plugins)" if nargs else ""))
@@ -71,8 +63,8 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
                         "(repeatable: any of them)")
     p.add_argument("--limit", type=positive_int, metavar="N",
                    help="evaluate on the first N examples only (a different cell key)")
-    p.add_argument("--seed", type=int, metavar="S",
-                   help="override the seed of every model and cell")
+    p.add_argument("--seed", type=numbers.seed, metavar="S",
+                   help="override the seed of every model and cell (0 to 2**63 - 1)")
     _db_arg(p)
 
 
@@ -181,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args):
     from bench.run.plan import expand
-    from bench.suite.spec import load_suite
+    from bench.suite.load import load_suite
     suite = load_suite(args.suite)
     cells = expand(suite, tags=args.tag, filters=args.filter, limit=args.limit, seed=args.seed)
     return suite, cells
@@ -189,7 +181,7 @@ def _load(args):
 
 def cmd_validate(args) -> int:
     from bench.run.plan import expand
-    from bench.suite.spec import load_suite
+    from bench.suite.load import load_suite
     suite = load_suite(args.suite)
     n_cells = len(expand(suite)) if suite.matrix else 0
     print(f"{args.suite}: ok — {len(suite.models)} models, {len(suite.attacks)} attacks, "

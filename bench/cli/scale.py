@@ -11,10 +11,10 @@ import datetime as dt
 import sys
 from dataclasses import dataclass
 
-import yaml
-
+from bench.cli.numbers import lease_seconds, positive_int
 from bench.db.claims import DEFAULT_LEASE_SECONDS
-from bench.errors import BenchError
+from bench.errors import BenchError, SuiteError, printable
+from bench.suite.yamlload import load_yaml
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -34,11 +34,11 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="what starts the workers (default: one worker in this process): local "
                         "(the same, by name), gpus (one process per visible GPU, or --workers CPU "
                         "processes), slurm (a job array through submitit), or a plugin's name")
-    g.add_argument("--workers", type=int, metavar="N",
+    g.add_argument("--workers", type=positive_int, metavar="N",
                    help="number of workers (gpus: default one per visible GPU; slurm: array size)")
-    g.add_argument("--lease", type=float, default=DEFAULT_LEASE_SECONDS, metavar="SECONDS",
+    g.add_argument("--lease", type=lease_seconds, default=DEFAULT_LEASE_SECONDS, metavar="SECONDS",
                    help=f"a claim's lease: a worker silent this long is taken over "
-                        f"(default {DEFAULT_LEASE_SECONDS:g})")
+                        f"(default {DEFAULT_LEASE_SECONDS:g}, at most 7 days)")
     g.add_argument("--executor-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="an executor option, over suite.yaml's executors: section, e.g. "
                         "partition=gpu, time_min=720, gpus_per_task=1, 'sbatch={qos: high}' (repeatable)")
@@ -60,10 +60,12 @@ def executor_from_args(args, suite):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise BenchError(f"--executor-opt {item!r}: write KEY=VALUE, e.g. partition=gpu")
+        # the suite's YAML rules (bounded size, depth and aliases; 64-bit integers)
         try:
-            options[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            raise BenchError(f"--executor-opt {item!r}: the value is not a YAML scalar, list or mapping") from None
+            options[key.strip()] = load_yaml("--executor-opt", value) if value.strip() else None
+        except SuiteError as e:
+            raise BenchError(f"--executor-opt {printable(item)[:80]!r}: the value is not a YAML "
+                             f"scalar, list or mapping a suite could hold ({e.message})") from None
     if args.workers is not None:
         if args.workers < 1:
             raise BenchError("--workers must be at least 1")
@@ -116,7 +118,7 @@ def add_subcommands(sub) -> None:
                                    "(stopped beating), and finished ones with what they did.")
     p.add_argument("--db", default=None, metavar="URL",
                    help="results database: a SQLAlchemy URL or a SQLite path (default results/bench.sqlite)")
-    p.add_argument("--run", type=int, metavar="ID", help="only the workers of this run")
+    p.add_argument("--run", type=positive_int, metavar="ID", help="only the workers of this run")
     p.add_argument("--all", action="store_true", help="every worker ever recorded (default: the "
                                                       "live and dead ones and those of the last 3 runs)")
     p.set_defaults(func=cmd_workers)

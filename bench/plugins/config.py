@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import types
 import typing
 from typing import Any, Literal, Mapping, Union
@@ -187,10 +188,14 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
         raise ConfigError(path, f"must be true or false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -2**63 <= value < 2**63:          # what a database column holds
+                raise ConfigError(path, f"must be an integer that fits in 64 bits, got {value}")
             return value
         raise ConfigError(path, f"must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not -sys.float_info.max <= value <= sys.float_info.max:   # not NaN, ±inf
+                raise ConfigError(path, f"must be a finite number, got {value!r}")
             return float(value)
         raise ConfigError(path, f"must be a number, got {value!r}")
     if tp is str:

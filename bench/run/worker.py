@@ -312,7 +312,7 @@ def run_worker(plan: WorkerPlan) -> dict:
     """Rebuild the run from the plan and run one worker loop; return its summary (a dict)."""
     from bench.db import database as db
     from bench.run.plan import expand
-    from bench.suite.spec import load_suite
+    from bench.suite.load import load_suite
     suite = load_suite(plan.suite)
     if suite.sha256 != plan.suite_sha256:
         raise BenchError(f"{plan.suite} changed since run {plan.run_id} started; "

@@ -6,6 +6,7 @@ suite.yaml model states the recipe of its paper row.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -15,6 +16,9 @@ from bench.suite.eps import parse_eps
 # (`epoch >= m` over epochs 1..N, as TRADES', MART's and ATENT's `adjust_learning_rate`);
 # 1 read it 0-based, one epoch late.
 TRAIN_LOOP_VERSION = 2
+
+MAX_EPOCHS = 10_000      # a bound, not a recipe: the longest schedules in the literature are ~10³
+MAX_GRID = 1_000         # early_stopping.grid: the validation attack runs once per grid point
 
 
 @dataclass
@@ -40,8 +44,10 @@ class EarlyStopping:
     def __post_init__(self):
         if self.every < 1:
             raise ValueError("early_stopping.every must be ≥ 1")
-        if self.grid < 0:
-            raise ValueError("early_stopping.grid must be ≥ 0")
+        if not 0 <= self.grid <= MAX_GRID:
+            raise ValueError(f"early_stopping.grid must be in [0, {MAX_GRID}]")
+        if self.n is not None and self.n < 1:
+            raise ValueError("early_stopping.n must be ≥ 1 (or null: the whole split)")
         if isinstance(self.eps, list):
             if not self.eps:
                 raise ValueError("early_stopping.eps: an empty list")
@@ -79,8 +85,22 @@ class TrainConfig:
     max_nonfinite: int = 0           # tolerated non-finite batch losses before the model fails
 
     def __post_init__(self):
+        # the loader's numbers are finite and fit in 64 bits (bench.plugins.config.coerce);
+        # these are the ranges in which the training loop means something
         if self.epochs < 0 or self.batch_size < 1 or self.lr < 0:
             raise ValueError("epochs must be ≥ 0, batch_size ≥ 1 and lr ≥ 0")
+        if not all(math.isfinite(x) for x in (self.lr, self.momentum, self.weight_decay, self.gamma)):
+            raise ValueError("lr, momentum, weight_decay and gamma must be finite numbers")
+        if self.epochs > MAX_EPOCHS or self.warmup_epochs > MAX_EPOCHS:
+            raise ValueError(f"epochs and warmup_epochs must be at most {MAX_EPOCHS}")
+        if not 0 <= self.momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1], got {self.momentum!r}")
+        if self.weight_decay < 0 or self.gamma <= 0:
+            raise ValueError("weight_decay must be ≥ 0 and gamma > 0")
+        if any(m < 1 for m in self.milestones):
+            raise ValueError("milestones are 1-based epochs: each must be ≥ 1")
+        if self.warmup_epochs < 0 or self.val_size < 0 or self.max_nonfinite < 0:
+            raise ValueError("warmup_epochs, val_size and max_nonfinite must be ≥ 0")
         if self.early_stopping is not None and self.val_size <= 0:
             raise ValueError("early_stopping needs a validation split: set val_size > 0")
 

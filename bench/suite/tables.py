@@ -150,7 +150,8 @@ def _rows(ctx, node, where: str, models: dict, info_names: list[str]) -> list[Ro
             label = ctx.typed(r, "label", str, at, models[m].label)
             row = Row(m, label, m)
         else:
-            ref = ctx.typed(r, "reference", str, at)
+            ref = ctx.name(r, "reference", ctx.typed(r, "reference", str, at), "reference row",
+                           f"{at}.reference")
             if ref in models:
                 ctx.err(r, "reference", f"{ref!r} is a model name; use model: {ref}", f"{at}.reference")
             if "label" not in r:
@@ -246,6 +247,7 @@ def parse_table(ctx, name: str, node, order: int, models: dict, attacks: dict) -
         at = f"{where}.reported_by.{kind}"
         if kind == PAPER:
             ctx.err(by, kind, "the paper's values go under 'reported'", at)
+        ctx.name(by, kind, kind, "reported_by source", at)
         snode = ctx.mapping(snode, at, by, kind)
         ctx.check_keys(snode, SOURCE_KEYS, at)
         ksource = ctx.typed(snode, "source", str, at, "")
@@ -257,6 +259,9 @@ def parse_table(ctx, name: str, node, order: int, models: dict, attacks: dict) -
         ctx.err(node, "orientation", f"must be one of {', '.join(ORIENTATIONS)}"
                 f"{_dym(orientation, list(ORIENTATIONS))}", f"{where}.orientation")
     tol = ctx.typed(node, "tolerance", (int, float), where, 2.0)
+    if not 0 <= tol <= 100:                # NaN fails too; inf would pass every check
+        ctx.err(node, "tolerance", f"must be in [0, 100] percentage points, got {tol!r}",
+                f"{where}.tolerance")
     return TableSpec(name, ctx.typed(node, "title", str, where, name), source,
                      ctx.typed(node, "order", int, where, order),
                      ctx.list_of_str(node, "tags", where), float(tol), rows, cols, values,

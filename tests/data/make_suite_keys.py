@@ -61,7 +61,7 @@ def plugin_config_keys() -> dict[str, str]:
 
 def current_keys() -> dict:
     from bench.run.plan import expand
-    from bench.suite.spec import load_suite
+    from bench.suite.load import load_suite
     suite = load_suite(ROOT / "suite.yaml")
     return {
         "cells": {c.id: c.key for c in expand(suite)},
