@@ -112,7 +112,7 @@ def test_eps_options_parse_in_coercion_and_serialise_as_written():
         assert type(e) is EpsValue and e.literal == "8 / 255" and repr(e) == "'8 / 255'"
     assert pickle.loads(pickle.dumps(rel.step)).factor == 0.05
     for values, message in [({"eps": "8/2x5"}, "eps: malformed epsilon '8/2x5'"),
-                            ({"eps": -0.1}, "eps: epsilon must be a finite number ≥ 0"),
+                            ({"eps": -0.1}, "eps: epsilon must be a finite number in \\[0, 1000\\]"),
                             ({"eps": True}, "eps: malformed epsilon True"),
                             ({"step": "ε/0"}, "step: must be .* relative step size"),
                             ({"floor": "x"}, "floor: must be a number ≥ 0 or 'a/b' | null")]:
