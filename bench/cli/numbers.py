@@ -61,10 +61,3 @@ def lease_seconds(text: str) -> float:
                                          f"{MAX_LEASE_SECONDS} (7 days), got {text!r}")
     return v
 
-
-def nonnegative(text: str) -> float:
-    """A finite number ≥ 0 (percentage points)."""
-    v = _real(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text!r}")
-    return v

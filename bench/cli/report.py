@@ -16,7 +16,6 @@ from typing import Sequence
 
 from sqlalchemy.engine import Engine
 
-from bench.cli import numbers
 from bench.db.database import DEFAULT_DB, open_db
 from bench.errors import BenchError, printable
 from bench.protected_files import database_files, refuse_overwrite
@@ -313,13 +312,13 @@ def add_subcommands(subparsers) -> None:
     mode.add_argument("--baseline", metavar="FILE", help="baseline JSON from `baseline save`")
     mode.add_argument("--paper", action="store_true",
                       help="check the tables against the paper's reported values")
-    c.add_argument("--threshold", type=numbers.nonnegative, default=None, metavar="PP",
+    c.add_argument("--threshold", type=float, default=None, metavar="PP",
                    help="smallest change that counts, in percentage points (default 1.0)")
     c.add_argument("--alpha", type=float, default=None, metavar="A",
                    help="significance level of the test (default 0.05)")
     c.add_argument("--table", action="append", metavar="NAME",
                    help="with --paper: only this table (repeatable)")
-    c.add_argument("--tolerance", type=numbers.nonnegative, default=None, metavar="PP",
+    c.add_argument("--tolerance", type=float, default=None, metavar="PP",
                    help="with --paper: override every table's tolerance (percentage points)")
     c.add_argument("--allow-empty", action="store_true",
                    help="exit 0 when no paper cell has a result yet (--paper) or no baseline "
