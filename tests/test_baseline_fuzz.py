@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bench.db.database import open_db
 from bench.errors import BenchError
-from bench.leaderboard.check import load_baseline
+from bench.leaderboard.baseline import load_baseline
 from test_baseline_schema import CELLS, MODEL, run_cli
 from test_check import db_with
 from test_report import make_db

@@ -74,7 +74,8 @@ def test_paper_tolerance_must_be_finite(tmp_path, value):
 
 
 def test_the_python_api_refuses_them_too(files):
-    from bench.leaderboard.check import check_paper, compare, load_baseline
+    from bench.leaderboard.baseline import load_baseline
+    from bench.leaderboard.check import check_paper, compare
     from bench.db.database import open_db
     base = load_baseline(files / "main.json")
     engine = open_db(files / "drop.sqlite", create=False)

@@ -172,7 +172,7 @@ def test_bad_layouts_are_located_errors(tmp_path, old, new, needle, message):
 def test_a_fresh_clone_renders_the_committed_baselines(recorded, tmp_path, capsys, monkeypatch):
     """No database: the tables come from the suite and the committed baseline's cells
     (with their models' training provenance) fill them, exactly as the database did."""
-    from bench.leaderboard.check import save_baseline
+    from bench.leaderboard.baseline import save_baseline
     from bench.cli.main import main
     suite, engine = recorded
     with Session(engine) as s:      # a training record for m_a: it travels with the baseline

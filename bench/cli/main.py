@@ -333,7 +333,7 @@ def cmd_run(args) -> int:
     summary = runner.run(cells)
     _print_summary(summary)
     if site is not None:
-        from bench.leaderboard.check import committed_baselines
+        from bench.leaderboard.baseline import committed_baselines
         from bench.leaderboard.site import render_site
         index = render_site(engine, site, committed_baselines())
         print(f"leaderboard: {index}  (open it in a browser; `python -m bench report` renders "

@@ -32,10 +32,7 @@ from sqlalchemy.orm import Session
 from bench.db.database import ResultRecord, unpack_outcomes
 from bench.errors import BenchError, printable
 from bench.plugins.registry import did_you_mean
-# save/load/committed_baselines are imported from here too (bench.cli.main, tests)
-from bench.leaderboard.baseline import (  # noqa: F401
-    committed_baselines, in_selection, load_baseline, plugin_versions, save_baseline,
-    validate_baseline)
+from bench.leaderboard.baseline import in_selection, plugin_versions, validate_baseline
 from bench.leaderboard.stats import accuracy_pct, preference
 from bench.leaderboard.store import load_store
 from bench.leaderboard.tables import build_table
