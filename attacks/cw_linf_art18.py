@@ -37,6 +37,9 @@ pixels at 0 or 1 moved by more than 1e-3.
 Defaults: learning_rate 0.3 and max_iter 40 are the authors' (the paper is silent; the
 authors' code decides); confidence 0, max_halving 5, max_doubling 5 are ART's defaults,
 which the authors kept; ε is the cell's. Preset `art_defaults`: ART's own 0.01 × 10.
+Table 3 (CIFAR-10, ε 0.031) uses the same attack and budget as a judgement, not from a
+source: §4.2 says CW-ℓ∞ "using FoolBox" (which has none) and no CIFAR call of the
+authors' was found.
 
 Measured on Table 2's SGD SmallCNN at the paper's settings (A.1: 50 epochs, batch 128,
 lr 0.1, momentum 0.9; clean 98.80 % on the 10,000 test images), ε = 0.3, first 1,000 test

@@ -67,13 +67,22 @@ Per-table presets (the paper's values; `code_tableN` = the authors' notebook):
 * `mnist_l2` — Table 1, §4.1: K 40, η′ 0.25, ε 0.001, γ 0.05, α 0.9, Algorithm 1 (paper
   pull, no projection), start at r = 1/γ = 20. `eps: 2` is the table's attack radius;
   Algorithm 1 projects nowhere, so the chain does not use it.
-  `code_table1` (mnist_exps_l2.ipynb, the merge side with the printed 98.66 / 79.3):
-  ε_attack 2, K 40, η′ 2.5·2/40 = 0.125, γ 0.05 code pull, noise 1e-2, projection onto the
-  2-ball every step, code start.
+  `code_table1` (mnist_exps_l2.ipynb @c760c96, the version with the printed 98.66 / 79.3:
+  cell 10 l.20-22, cell 19 l.7-31): ε_attack 2, K 40, η′ 2.5·2/40 = 0.125, γ 0.05 code
+  pull, noise 1e-2, projection onto the 2-ball every step, code start.
 * `mnist_linf` — Table 2, §4.1: K 40, η′ 0.01, ε 0.001, γ 3.33, last-step clip at
-  1/γ = 0.3003, start at r = 1/γ. `code_table2` (mnist_exps_linf.ipynb cells 10, 20, 23):
-  K 2 × 40 = 80, η′ 0.01, noise 1e-4, γ 0, projection onto the 0.3-ball every step, corner
-  start.
+  1/γ = 0.3003, start at r = 1/γ. `code_table2` (mnist_exps_linf.ipynb @61df587 cells 10,
+  20, 23, the notebook's text): K 2 × 40 = 80, η′ 0.01, noise 1e-4, γ 0, projection onto
+  the 0.3-ball every step, corner start. That text did not write the checkpoint it
+  evaluates (its loop, cell 23 l.8 `range(41, epochs+1)` with epochs 30, runs no epoch).
+  `code_table2_run`: the run logged @6b022de cell 37, whose epoch 23 (natural 99.45) is
+  the kept `BEST_model-nn-epoch23-robacc96.pt` (evaluated @61df587 cell 22: 99.45): K
+  2 × 20 = 40 (cell 16 l.5, cell 37 l.16), η′ 0.02 (cell 16 l.6), noise 1e-4 and γ 0
+  (cell 33 l.12, l.35), projection onto the 0.3-ball at the last step only (cell 33
+  l.20-33), corner start (`random_perturbation` @6b022de adversarial/utils.py l.59-61).
+  The run predates the commit's own functional.py, whose `_langevin_samples` returns a
+  tuple the cell does not unpack (l.199); the version before, @e38d6d8, returns the
+  iterate and clamps an unprojected one to [0, 1] (l.290-298), as the chain here does.
 * `cifar_linf` — Tables 3 and 6, §4.2: K 10, η′ 0.007, ε 0.001, γ = 1/0.0031 (unused:
   `radius: eps`, see above), last-step clip at ε = 0.031, start at r = 0.031; the Config's
   own defaults. `code_table3` (cifar10_exps_linf.py): the same numbers, corner start.
@@ -216,6 +225,9 @@ class ATENT(Defense):
                             "noise": 1e-2, "gamma": 0.05, "project": "every", **_CODE},
             "code_table2": {"norm": "linf", "eps": 0.3, "step_size": 0.01, "steps": 80,
                             "noise": 1e-4, "gamma": 0.0, "project": "every", **_CODE},
+            # the logged run that wrote the authors' Table 2 checkpoint (docstring)
+            "code_table2_run": {"norm": "linf", "eps": 0.3, "step_size": 0.02, "steps": 40,
+                                "noise": 1e-4, "gamma": 0.0, "project": "last", **_CODE},
             "code_table3": {"norm": "linf", "eps": "0.031", "step_size": "0.007",
                             "steps": 10, "noise": 1e-3, "gamma": 0.0, "project": "last",
                             **_CODE},

@@ -21,7 +21,10 @@ most of the noise). Defaults follow ATENT's ℓ2 table: ε = 0.435, σ = 0.12 (t
 level ATENT's ℓ2 chain is tuned to, "effective noise std 0.12", and the σ its notebook
 smooths with), β = 6, K = 10, step 2ε/K. If the paper's baseline used a different
 combination (e.g. the KL on clean inputs, or SmoothAdv-style averaging over several
-noise draws), this row will not reproduce it.
+noise draws), this row will not reproduce it. The paper trains it "at default parameter
+setting" (A.2) / "at its default settings" (A.2, Table 5): the suite's row takes TRADES'
+defaults (yaodongyu/TRADES train_trades_cifar10.py: β 6, K 10, SGD lr 0.1 momentum 0.9
+wd 2e-4, 76 epochs, ×0.1 from 75) with A.1's batch 256 for the ResNet-20.
 """
 
 from __future__ import annotations

@@ -22,6 +22,12 @@ recipe: β = 5.0, lr 0.01, wd 3.5e-3, 120 epochs, same decay points.
 
 The reference implements ℓ∞ only; `norm: l2` (ℓ2-normalised ascent steps and ℓ2
 projection from the shared perturbation code) is an extension, not MART's.
+
+The `mnist_*` presets have no MART source: YisenWang/MART @2d83e17 holds CIFAR-10 scripts
+only and releases no MNIST model. They take TRADES' MNIST attack (train_trades_mnist.py:
+ε 0.3, 40 steps of 0.01; for ℓ2 ε 2, 40 steps of 2.5·ε/40) and the WRN recipe's β 6: our
+choice. The `cifar_l2` preset (ResNet-20, ε 0.435, 10 steps of ε/10, β 5 of the ResNet-18
+recipe) is ours too.
 """
 
 from __future__ import annotations

@@ -41,7 +41,12 @@ Presets (`config.py`, `run_*_training.sh`):
   releases d_max 2, 4 and 6. MMA's paper table behind Table 1's printed MMA row (99.27 /
   73.02) was not at hand to confirm which of the three it is.
 MNIST recipe (the suite's train block): LeNet5Madry, Adam 1e-4, batch 50, 100k steps,
-a 5,000-image validation split.
+a 5,000-image validation split. The steps run on the 55,000 images left after the split
+(advertorch_examples/utils.py @e063e34 l.128-134): 1,100 per epoch, so 91 epochs (100,100
+steps; `trainer.py` stops at 100,000, l.267-269). CIFAR-10: 45,000 images, 352 steps of
+128 per epoch: 142 epochs, the lr changes from epochs 58, 86, 115. The schedule's factors
+×0.3, ×1/3, ×0.3 (config.py l.33-34) need an lr per milestone; the suite's one `gamma`
+(0.3) gives 0.027 and 0.0081 for the last two (suite.yaml cifar_wrn_mma says so).
 
 Checkpoint selection (`train.py`): after every epoch MMA evaluates `ANPGDForTest` on the
 validation split (the first 5,000 training images) and keeps as `model_best.pt` the epoch
