@@ -370,6 +370,7 @@ def _authors_chain(model, x, y, *, norm, eps, step, steps, ep, gamma, every):
 @pytest.mark.parametrize("preset,expect", [
     ("code_table1", dict(norm="l2", eps=2.0, step=0.125, steps=40, ep=1e-2, gamma=0.05, every=True)),
     ("code_table2", dict(norm="linf", eps=0.3, step=0.01, steps=80, ep=1e-4, gamma=0.0, every=True)),
+    ("code_table2_run", dict(norm="linf", eps=0.3, step=0.02, steps=40, ep=1e-4, gamma=0.0, every=None)),
     ("code_table3", dict(norm="linf", eps=0.031, step=0.007, steps=10, ep=1e-3, gamma=0.0, every=None)),
     ("code_table4", dict(norm="l2", eps=0.435, step=0.02175, steps=10, ep=0.577, gamma=0.05, every=False)),
 ])
