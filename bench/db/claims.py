@@ -31,6 +31,7 @@ from bench.db import database as db
 from bench.db.schema import LeaseRecord, WorkerRecord
 from bench.db.provenance import host
 from bench.db.retry import with_retry
+from bench.errors import one_line
 
 DEFAULT_LEASE_SECONDS = 60.0
 
@@ -278,7 +279,7 @@ class Heartbeat(threading.Thread):
                 self.claims.renew()
                 self.beat()
             except Exception as e:   # a beat that fails after its retries: say so, keep beating
-                self.claims.log(f"warning: heartbeat failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+                self.claims.log(f"warning: heartbeat failed: {one_line(e, limit=200)}")
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bench.db.schema import MIGRATIONS, SCHEMA_VERSION, Base, ResultRecord, utcnow
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 DEFAULT_DB = Path("results") / "bench.sqlite"
 OPEN_HINT = "run `python -m bench run suite.yaml` first, or pass --db"
@@ -126,11 +126,6 @@ class SchemaError(BenchError):
     """A database that is not (or not this version's) bench results database."""
 
 
-def _first_line(e: BaseException) -> str:
-    text_ = str(getattr(e, "orig", None) or e).strip().splitlines()
-    return text_[0] if text_ else type(e).__name__
-
-
 def _sqlite_file(target: str, url: URL | None, *, create: bool, hint: str) -> Path | None:
     """Check (and with `create`, prepare the folder of) a SQLite file; None for :memory:."""
     raw = url.database if url is not None else target
@@ -197,7 +192,7 @@ def open_db(url_or_path: str | Path | None = None, *, create: bool = True,
                          f"{getattr(e, 'name', None) or e}, which is not installed"
                          + (f" ({POSTGRES_HINT})" if postgres else "")) from None
     except (ArgumentError, ValueError, TypeError) as e:
-        raise BenchError(f"--db {shown} is not a usable database URL: {_first_line(e)}") from None
+        raise BenchError(f"--db {shown} is not a usable database URL: {one_line(e)}") from None
     from bench.db.retry import with_retry
     try:
         with_retry(lambda: _check_schema(engine, shown, create, hint), what=f"opening {shown}")
@@ -206,7 +201,7 @@ def open_db(url_or_path: str | Path | None = None, *, create: bool = True,
         raise
     except SQLAlchemyError as e:
         engine.dispose()
-        msg = _first_line(e)
+        msg = one_line(getattr(e, "orig", None) or e)
         if engine.dialect.name == "sqlite" and ("not a database" in msg or "malformed" in msg):
             raise BenchError(f"{shown} is not a readable SQLite database ({msg}); pass --db "
                              f"a bench results database or a new file name") from None

@@ -30,7 +30,7 @@ from bench.run.precision import device_name
 from bench.run.settings import RunSettings
 from bench.suite.spec import Suite
 from bench.run.summary import RunSummary, WorkerSummary  # noqa: F401  (the public names)
-from bench.run.worker import Worker, WorkerPlan, _one_line  # noqa: F401
+from bench.run.worker import Worker, WorkerPlan
 
 
 class Runner:
