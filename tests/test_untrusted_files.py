@@ -365,3 +365,25 @@ def test_the_source_index_finds_every_registered_plugin_in_its_module():
         own = {n: obj.__module__ for n, obj in registry.items()
                if obj.__module__.startswith(registry.package + ".")}
         assert own and {n: index.get(n) for n in own} == own, registry.kind
+
+
+def test_a_worker_plan_is_written_private_and_whole_through_a_planted_link(tmp_path):
+    """A shared results folder may hold what another user put there: writing a worker plan
+    (it holds the database URL) replaces a world-readable file or a planted symlink with a
+    new file only its owner reads, and never writes through the link."""
+    from bench.plugins.executor import write_private
+
+    old = tmp_path / "run-1.json"
+    old.write_text("{}")
+    old.chmod(0o644)
+    write_private(old, '{"db": "postgresql://user:secret@host/db"}')
+    assert old.stat().st_mode & 0o777 == 0o600 and "secret" in old.read_text()
+
+    target, link = tmp_path / "elsewhere.txt", tmp_path / "run-2.json"
+    target.write_text("not yours")
+    link.symlink_to(target)
+    write_private(link, '{"db": "x"}')
+    assert target.read_text() == "not yours"
+    assert not link.is_symlink() and link.read_text() == '{"db": "x"}'
+    assert link.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.txt", "run-1.json", "run-2.json"]

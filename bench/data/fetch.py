@@ -12,9 +12,9 @@ Two routes, tried in order until every split of the dataset is present and verif
 
 Every split is converted to ``x`` uint8 N×H×W×C and ``y`` uint8 and checked with
 `bench.data.read.content_sha256` against the dataset plugin's `NpzPart` checksums *before*
-anything is written; a verified part is written atomically (temporary file, then
-`os.replace`). A part that is already present and verifies is left alone. The writer
-pins the zip timestamps, so a fetched file is byte-identical to the project's copies.
+anything is written; a verified part is written atomically (`bench.atomic`). A part that
+is already present and verifies is left alone. The writer pins the zip timestamps, so a
+fetched file is byte-identical to the project's copies.
 Reading and verifying is `bench.data.read` (imported here; it never imports this module);
 `load_or_fetch` is what the training and evaluation loops call.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 import re
 import socket
 import subprocess
@@ -39,6 +38,7 @@ from typing import Callable
 
 import numpy as np
 
+from bench.atomic import atomic_open
 from bench.checkpoints.cache import sha256_file
 from bench.data.mirrors import (MNIST_PICKLE_MEMBER, Splits, cifar_from_npm_tarball,
                                 fashion_mnist_from_idx, idx_from_deb, mnist_from_pickle)
@@ -223,26 +223,15 @@ def write_npz(path: Path, x: np.ndarray, y: np.ndarray) -> None:
     The zip entries get a fixed timestamp and mode, so the same arrays always give the
     same bytes (and the same file as the project's copies in shared/data).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
-                for key, arr in (("x", x), ("y", y)):
-                    info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = 0o644 << 16
-                    arr = np.ascontiguousarray(arr)
-                    with z.open(info, "w", force_zip64=arr.nbytes > (1 << 30)) as member:
-                        np.lib.format.write_array(member, arr, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
+            for key, arr in (("x", x), ("y", y)):
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                arr = np.ascontiguousarray(arr)
+                with z.open(info, "w", force_zip64=arr.nbytes > (1 << 30)) as member:
+                    np.lib.format.write_array(member, arr, allow_pickle=False)
 
 
 def _as_part_arrays(plugin: DatasetPlugin, split: str, x: np.ndarray, y: np.ndarray
