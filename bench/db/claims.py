@@ -28,9 +28,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from bench.db import database as db
-from bench.db.schema import LeaseRecord, WorkerRecord
 from bench.db.provenance import host
 from bench.db.retry import with_retry
+from bench.db.schema import LeaseRecord, WorkerRecord
 from bench.errors import one_line
 
 DEFAULT_LEASE_SECONDS = 60.0

@@ -115,7 +115,6 @@ def upsert(conn: Connection, record: Base) -> None:
             index_elements=keys, set_={k: stmt.excluded[k] for k in values if k not in keys})
         conn.execute(stmt)
         return
-    from sqlalchemy.orm import Session
     with Session(bind=conn) as s:
         s.merge(record)
         s.flush()

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 
 from bench.checkpoints.cache import load_verified, save_state
 from bench.db import database as db
-from bench.db.schema import ResumeRecord, utcnow
 from bench.db.retry import with_retry
+from bench.db.schema import ResumeRecord, utcnow
 from bench.errors import CheckpointError
 
 
