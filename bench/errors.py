@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import traceback
+
 
 class BenchError(Exception):
     """A user-facing error: the CLI prints it as one line and exits with status 2."""
@@ -43,13 +46,23 @@ def printable(text: object) -> str:
     return str(text).translate(_CONTROL)
 
 
-def one_line(e: BaseException, limit: int = 300) -> str:
+def one_line(e: BaseException, limit: int | None = 300, *, where: bool = False) -> str:
     """An exception as one printable line: a BenchError's sentence as it is, anything else
-    as `Type: first line of its message`, cut at `limit` characters."""
+    as `Type: first line of its message`, cut at `limit` characters (None: not cut).
+
+    `where` adds ` (at file.py:line)`, the innermost frame of the traceback, to what is not
+    a BenchError: an unexpected error in a model job is a bug to locate, not a sentence.
+    """
     if isinstance(e, BenchError):
         text = str(e)
     else:
         lines = str(e).strip().splitlines()
         text = f"{type(e).__name__}: {lines[0]}" if lines and lines[0].strip() else type(e).__name__
     text = printable(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    if where and not isinstance(e, BenchError):
+        tb = traceback.extract_tb(e.__traceback__)
+        if tb:
+            text += printable(f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})")
+    return text

@@ -84,3 +84,25 @@ def test_every_command_explains_itself(capsys):
         assert ei.value.code == 0
         out = capsys.readouterr().out
         assert out.startswith("usage: bench " + " ".join(cmd)) and len(out.splitlines()) > 5
+
+
+def test_help_and_report_do_not_import_torch(tmp_path):
+    """`bench --help` and `bench report` need no torch, whose import alone takes seconds:
+    the modules they load (the CLI, the registry, provenance) import it only where it is used."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.db.database import open_db
+    open_db(tmp_path / "b.sqlite").dispose()
+    code = ("import contextlib, io, sys\n"
+            "from bench.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    main(['--help'])\n"
+            "assert main(['report', '--db', sys.argv[1], '--out', sys.argv[2]]) == 0\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b.sqlite"), str(tmp_path / "site")],
+                         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -15,7 +15,8 @@ from bench.leaderboard import check
 from bench.leaderboard.baseline import load_baseline, plugin_versions, save_baseline
 from bench.leaderboard.check import compare, check_paper
 from bench.cli.report import build_parser, main
-from bench.db.database import open_db, unpack_outcomes
+from bench.db.database import open_db
+from bench.db.outcomes import unpack_outcomes
 from bench.errors import BenchError
 from test_report import EVIL, add_result, correct_range, make_db
 
@@ -147,7 +148,7 @@ def test_z_test_when_outcomes_are_missing(tmp_path):
     base = baseline_for(tmp_path, [{"cell_id": "c", "correct": outcomes(1000, 900)}])
     engine = db_with(tmp_path / "cur.sqlite", [{"cell_id": "c", "correct": outcomes(1000, 800)}])
     with Session(engine) as s:
-        from bench.db.database import ResultRecord
+        from bench.db.schema import ResultRecord
         r = s.query(ResultRecord).one()
         r.outcomes = None
         s.commit()

@@ -25,6 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bench.db import database as db
+from bench.db.outcomes import unpack_outcomes
+from bench.db.schema import ModelRecord, ResultRecord
 from bench.checkpoints.cache import sha256_file
 from bench.cli.main import main
 from bench.data.read import load_split
@@ -156,11 +158,11 @@ class Bench:
 
     def result(self):
         with Session(db.open_db(self.db)) as s:
-            return s.scalars(select(db.ResultRecord)).one()
+            return s.scalars(select(ResultRecord)).one()
 
     def model_record(self):
         with Session(db.open_db(self.db)) as s:
-            return s.scalars(select(db.ModelRecord)).one_or_none()
+            return s.scalars(select(ModelRecord)).one_or_none()
 
     def cached_files(self) -> list[str]:
         return sorted(p.name for p in self.downloads.glob("*") if p.name != MANIFEST) \
@@ -173,7 +175,7 @@ def bench_(tmp_path, data_root, capsys):
 
 
 def predicted(result) -> np.ndarray:
-    return db.unpack_outcomes(result.outcomes, result.n)
+    return unpack_outcomes(result.outcomes, result.n)
 
 
 def labels(data_root) -> np.ndarray:
@@ -339,7 +341,7 @@ def test_one_failing_download_does_not_stop_the_other_models(server, bench_, dat
     rc, err = bench_.run()
     assert rc == 1
     with Session(db.open_db(bench_.db)) as s:
-        got = {r.model_name: r for r in s.scalars(select(db.ResultRecord))}
+        got = {r.model_name: r for r in s.scalars(select(ResultRecord))}
     assert got["m_bad"].status == "failed" and "HTTP 404" in got["m_bad"].error
     assert got["m_pub"].status == "done"
     assert np.array_equal(predicted(got["m_pub"]), labels(data_root) == 3)

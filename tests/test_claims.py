@@ -11,7 +11,8 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
 from bench.db import database as db
-from bench.db.claims import Claim, Claims, leases, new_worker_id
+from bench.db.schema import SCHEMA_VERSION, ResultRecord, utcnow
+from bench.db.claims import Claim, Claims, Heartbeat, leases, new_worker_id
 from bench.db.retry import with_retry
 
 
@@ -81,7 +82,7 @@ def test_a_new_database_opened_by_many_at_once(url):
     """Before: `sqlite3.OperationalError: table schema_info already exists` (issue 11)."""
     engines = _together(6, lambda i: db.open_db(url))
     with engines[0].connect() as c:
-        assert c.execute(text("SELECT version FROM schema_info")).scalars().all() == [db.SCHEMA_VERSION]
+        assert c.execute(text("SELECT version FROM schema_info")).scalars().all() == [SCHEMA_VERSION]
     assert {"runs", "results", "leases", "workers"} <= set(inspect(engines[0]).get_table_names())
 
 
@@ -103,23 +104,23 @@ def test_a_new_sqlite_file_opened_by_processes_started_together(tmp_path):
     assert [p.returncode for p in procs] == [0] * 4, [e for _, e in outs]
     engine = db.open_db(path)
     with engine.connect() as c:
-        assert c.execute(text("SELECT version FROM schema_info")).scalars().all() == [db.SCHEMA_VERSION]
+        assert c.execute(text("SELECT version FROM schema_info")).scalars().all() == [SCHEMA_VERSION]
 
 
 def test_record_upsert_never_duplicates_a_cell(url):
     engine = db.open_db(url)
 
     def rec(i):
-        r = db.ResultRecord(cell_key="c" * 64, cell_id="d/m/a", model_key="m" * 64, model_name="m",
-                            dataset="d", attack="a", attack_plugin="clean", norm="linf",
-                            eps_literal="0", eps=0.0, n=8, n_correct=i, config={"i": i},
-                            status="done", created=db.utcnow(), worker=f"w{i}")
+        r = ResultRecord(cell_key="c" * 64, cell_id="d/m/a", model_key="m" * 64, model_name="m",
+                         dataset="d", attack="a", attack_plugin="clean", norm="linf",
+                         eps_literal="0", eps=0.0, n=8, n_correct=i, config={"i": i},
+                         status="done", created=utcnow(), worker=f"w{i}")
         with engine.begin() as c:
             db.upsert(c, r)
         return i
     _together(6, lambda i: with_retry(lambda: rec(i)))
     with Session(engine) as s:
-        rows = list(s.scalars(select(db.ResultRecord)))
+        rows = list(s.scalars(select(ResultRecord)))
     assert len(rows) == 1 and rows[0].worker == f"w{rows[0].n_correct}"
 
 
@@ -159,3 +160,39 @@ def test_claims_survive_a_server_restart(pg_url, postgres_server):
     a.renew()                                 # retried until the server is back
     assert time.time() - t0 > 1.0 and not a.lost("m1")
     assert Claims(engine, "worker-b", lease_seconds=30).claim("m1") is None
+
+
+def test_a_heartbeat_goes_on_after_a_failure_without_a_message(tmp_path):
+    """A beat that fails with an empty message is logged as one line and the heartbeat keeps
+    beating (taking the first line of an empty message used to end the thread)."""
+    notes, calls, third = [], [], threading.Event()
+    claims = Claims(db.open_db(tmp_path / "hb.sqlite"), "worker-a", lease_seconds=30, log=notes.append)
+
+    def beat():
+        calls.append(1)
+        if len(calls) == 3:
+            third.set()
+        raise RuntimeError()
+    heartbeat = Heartbeat(claims, beat, interval=0.01)
+    heartbeat.start()
+    try:
+        assert third.wait(30), notes
+    finally:
+        heartbeat.stop()
+        heartbeat.join(30)
+    assert notes[0] == "warning: heartbeat failed: RuntimeError"
+
+
+def test_a_transient_error_without_a_message_is_retried():
+    from sqlalchemy.exc import OperationalError
+
+    notes, calls = [], []
+
+    def op():
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("SELECT 1", {}, Exception(""), connection_invalidated=True)
+        return 7
+    assert with_retry(op, first_delay=0.01, log=notes.append) == 7
+    assert len(calls) == 2 and len(notes) == 1
+    assert notes[0].endswith("after a transient error (1/7): Exception"), notes

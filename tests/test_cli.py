@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 from bench.db import database as db
+from bench.db.outcomes import pack_outcomes
+from bench.db.schema import ReportedValue, ResultRecord, TableRecord
 from bench.cli.main import build_parser, main
 from tests.conftest import REPO
 
@@ -276,16 +278,16 @@ def _paper_db(path, measured: bool):
               "rows": [{"model": "m", "label": "M"}],
               "columns": [{"label": "Clean", "attack": "clean", "eps": None, "eps_value": None}]}
     with Session(engine) as s:
-        s.add(db.TableRecord(name="t1", title="T", layout=layout))
-        s.add(db.ReportedValue(table="t1", row="m", column="Clean", value=99.0, source="paper"))
+        s.add(TableRecord(name="t1", title="T", layout=layout))
+        s.add(ReportedValue(table="t1", row="m", column="Clean", value=99.0, source="paper"))
         if measured:
             outcomes = np.ones(100, dtype=bool)
             outcomes[:2] = False
-            s.add(db.ResultRecord(cell_key="k", cell_id="mnist/m/clean", model_key="mk",
-                                  model_name="m", dataset="mnist", attack="clean",
-                                  attack_plugin="clean", norm="none", eps_literal="0", eps=0.0,
-                                  n=100, n_correct=98, robust_acc=0.98,
-                                  outcomes=db.pack_outcomes(outcomes), config={}, status="done"))
+            s.add(ResultRecord(cell_key="k", cell_id="mnist/m/clean", model_key="mk",
+                               model_name="m", dataset="mnist", attack="clean",
+                               attack_plugin="clean", norm="none", eps_literal="0", eps=0.0,
+                               n=100, n_correct=98, robust_acc=0.98,
+                               outcomes=pack_outcomes(outcomes), config={}, status="done"))
         s.commit()
     engine.dispose()
 

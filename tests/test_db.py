@@ -7,13 +7,15 @@ import pytest
 from sqlalchemy import inspect, text
 
 from bench.db import database as db
+from bench.db.outcomes import pack_details, pack_outcomes, unpack_details, unpack_outcomes
+from bench.db.schema import MIGRATIONS, SCHEMA_VERSION, ModelRecord, ResultRecord, ResumeRecord
 from bench.cli.main import main
 
 
 def test_new_database_has_the_current_schema_version_and_wal(tmp_path):
     engine = db.open_db(tmp_path / "a.sqlite")
     with engine.connect() as c:
-        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == db.SCHEMA_VERSION
+        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == SCHEMA_VERSION
         assert c.execute(text("PRAGMA journal_mode")).scalar_one().lower() == "wal"
     assert {"runs", "models", "results", "reported", "tables"} <= set(inspect(engine).get_table_names())
 
@@ -39,9 +41,9 @@ def test_migrations_run_in_order_and_bump_the_version(tmp_path, monkeypatch):
         ran.append(2)
         conn.execute(text("ALTER TABLE results ADD COLUMN note TEXT"))
 
-    new = db.SCHEMA_VERSION + 1
+    new = SCHEMA_VERSION + 1
     monkeypatch.setattr(db, "SCHEMA_VERSION", new)
-    monkeypatch.setitem(db.MIGRATIONS, new - 1, to_2)
+    monkeypatch.setitem(MIGRATIONS, new - 1, to_2)
     engine = db.open_db(path)
     assert ran == [2]
     with engine.connect() as c:
@@ -64,7 +66,7 @@ def test_a_version_1_database_gains_the_kind_of_its_reported_values(tmp_path):
     engine.dispose()
     engine = db.open_db(path)
     with engine.connect() as c:
-        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == db.SCHEMA_VERSION
+        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == SCHEMA_VERSION
         assert c.execute(text("SELECT kind, value FROM reported")).one() == ("paper", 99.0)
 
 
@@ -76,9 +78,9 @@ def test_a_version_2_database_gains_leases_workers_and_who_made_each_result(tmp_
     path = tmp_path / "v2.sqlite"
     engine = db.open_db(path)
     with Session(engine) as s:     # a result recorded by version 2
-        s.add(db.ResultRecord(cell_key="k", cell_id="d/m/clean", model_key="mk", model_name="m",
-                              dataset="d", attack="clean", attack_plugin="clean", norm="linf",
-                              eps_literal="0", eps=0.0, n=4, n_correct=3, config={}, status="done"))
+        s.add(ResultRecord(cell_key="k", cell_id="d/m/clean", model_key="mk", model_name="m",
+                           dataset="d", attack="clean", attack_plugin="clean", norm="linf",
+                           eps_literal="0", eps=0.0, n=4, n_correct=3, config={}, status="done"))
         s.commit()
     with engine.begin() as c:      # make it a version-2 file
         c.execute(text("DROP TABLE leases"))
@@ -95,7 +97,7 @@ def test_a_version_2_database_gains_leases_workers_and_who_made_each_result(tmp_
     assert "worker" in {col["name"] for col in insp.get_columns("results")}
     assert "worker" in {col["name"] for col in insp.get_columns("models")}
     with engine.connect() as c:
-        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == db.SCHEMA_VERSION
+        assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == SCHEMA_VERSION
         assert c.execute(text("SELECT cell_id, n_correct, worker FROM results")).one() == ("d/m/clean", 3, None)
 
 
@@ -106,8 +108,8 @@ def test_a_version_3_database_gains_the_record_of_resume_files(tmp_path):
     path = tmp_path / "v3.sqlite"
     engine = db.open_db(path)
     with Session(engine) as s:     # a model recorded by version 3
-        s.add(db.ModelRecord(key="mk", name="m", dataset="d", arch="a", defense="sgd", config={},
-                             checkpoint_path="/x.pt", checkpoint_sha256="ab" * 32))
+        s.add(ModelRecord(key="mk", name="m", dataset="d", arch="a", defense="sgd", config={},
+                          checkpoint_path="/x.pt", checkpoint_sha256="ab" * 32))
         s.commit()
     with engine.begin() as c:      # make it a version-3 file
         c.execute(text("DROP TABLE resume_states"))
@@ -119,10 +121,10 @@ def test_a_version_3_database_gains_the_record_of_resume_files(tmp_path):
         assert c.execute(text("SELECT version FROM schema_info")).scalar_one() == 4
         assert c.execute(text("SELECT key, checkpoint_sha256 FROM models")).one() == ("mk", "ab" * 32)
     with Session(engine) as s:
-        assert s.get(db.ResumeRecord, "mk") is None
-        s.add(db.ResumeRecord(model_key="mk", sha256="cd" * 32, epoch=2))
+        assert s.get(ResumeRecord, "mk") is None
+        s.add(ResumeRecord(model_key="mk", sha256="cd" * 32, epoch=2))
         s.commit()
-        assert s.get(db.ResumeRecord, "mk").previous_sha256 is None
+        assert s.get(ResumeRecord, "mk").previous_sha256 is None
 
 
 def test_postgresql_urls_use_psycopg_3():
@@ -134,8 +136,8 @@ def test_outcome_bitmaps_round_trip():
     rng = np.random.default_rng(0)
     for n in (1, 7, 8, 9, 1000):
         x = rng.random(n) < 0.5
-        assert np.array_equal(db.unpack_outcomes(db.pack_outcomes(x), n), x)
+        assert np.array_equal(unpack_outcomes(pack_outcomes(x), n), x)
     d = {"radius": np.array([0.0, 0.5, 1.25]), "prediction": np.array([-1, 3, 7])}
-    back = db.unpack_details(db.pack_details(d))
+    back = unpack_details(pack_details(d))
     assert all(np.array_equal(back[k], v) for k, v in d.items())
-    assert db.pack_details({}) is None and db.unpack_details(None) == {}
+    assert pack_details({}) is None and unpack_details(None) == {}

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bench.db import database as db
+from bench.db.schema import ModelRecord, ResultRecord
 from bench.run.plan import expand
 from bench.run.runner import Runner
 from bench.suite.load import load_suite
@@ -105,8 +106,8 @@ def results(tmp_path_factory, data_root):
     summary = Runner(suite, engine, data_root=data_root, device="cpu", results_dir=tmp / "res",
                      progress=False, out=lambda s: None).run(expand(suite))
     with Session(engine) as s:
-        rows = {(r.model_name, r.attack): r for r in s.scalars(select(db.ResultRecord))}
-        curves = {m.name: m.curves for m in s.scalars(select(db.ModelRecord))}
+        rows = {(r.model_name, r.attack): r for r in s.scalars(select(ResultRecord))}
+        curves = {m.name: m.curves for m in s.scalars(select(ModelRecord))}
     return summary, rows, curves
 
 

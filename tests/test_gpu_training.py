@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bench.db import database as db
+from bench.db.schema import ModelRecord, ResultRecord
 from bench.run.plan import expand
 from bench.run.runner import Runner
 from bench.suite.load import load_suite
@@ -86,8 +87,8 @@ def test_defenses_and_attacks_on_gpu(tmp_path, data_root):
                      progress=False, out=print).run(expand(suite))
     wall = time.perf_counter() - t0
     with Session(engine) as s:
-        res = {(r.model_name, r.attack): r for r in s.scalars(select(db.ResultRecord))}
-        models = {m.name: m for m in s.scalars(select(db.ModelRecord))}
+        res = {(r.model_name, r.attack): r for r in s.scalars(select(ResultRecord))}
+        models = {m.name: m for m in s.scalars(select(ModelRecord))}
     lines = [f"SmallCNN, full MNIST, {EPOCHS} epochs, {torch.cuda.get_device_name()}; "
              f"1,000 test images, ε = 0.3; whole run {wall:.0f} s", "",
              "| defense | clean % | PGD-20 % | s/epoch |", "|---|---|---|---|"]

@@ -508,6 +508,8 @@ def test_mma_mnist_checkpoint_as_published_loads_into_lenet5_madry(tmp_path):
 def test_runner_loads_an_mma_layout_checkpoint_by_url(tmp_path, data_root):
     # end to end: `checkpoint: {url: file://…}` of an MMA-layout file, arch wrn28_4, no defense
     from bench.db import database as db
+    from bench.db.outcomes import unpack_outcomes
+    from bench.db.schema import ModelRecord, ResultRecord
     from bench.run.plan import expand
     from bench.run.runner import Runner
     from bench.suite.load import load_suite
@@ -543,9 +545,9 @@ def test_runner_loads_an_mma_layout_checkpoint_by_url(tmp_path, data_root):
     from sqlalchemy import select
     from sqlalchemy.orm import Session
     with Session(engine) as s:
-        r = s.scalars(select(db.ResultRecord)).one()
-        assert (db.unpack_outcomes(r.outcomes, r.n) == want).all()
-        assert s.scalars(select(db.ModelRecord)).one().defense == "external"
+        r = s.scalars(select(ResultRecord)).one()
+        assert (unpack_outcomes(r.outcomes, r.n) == want).all()
+        assert s.scalars(select(ModelRecord)).one().defense == "external"
 
 
 def test_trades_smallcnn_checkpoint_as_published_loads(tmp_path):

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session
 
-from bench.db.database import (ModelRecord, ReportedValue, ResultRecord, RunRecord, TableRecord,
-                      open_db, pack_details, pack_outcomes)
+from bench.db.database import open_db
+from bench.db.outcomes import pack_details, pack_outcomes
+from bench.db.schema import ModelRecord, ReportedValue, ResultRecord, RunRecord, TableRecord
 from bench.leaderboard.escape import md_escape, tex_escape
 from bench.leaderboard.export import export_tables
 from bench.leaderboard.fmt import slug, table_page

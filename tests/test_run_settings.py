@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.db import database as db
+from bench.db.schema import utcnow
 from bench.db.claims import workers
 from bench.plugins.executor import Executor, build_executor
 from bench.plugins.registry import register_executor
@@ -66,7 +67,7 @@ def test_the_worker_plan_carries_the_run_settings(one, tmp_path):
                            progress=True, lease_seconds=12.5)
     runner = Runner(one, engine, settings, selection={"tags": ["t"]})
     cells = expand(one, tags=["t"])
-    plan = runner.plan(cells, 7, db.utcnow())
+    plan = runner.plan(cells, 7, utcnow())
     back = WorkerPlan.from_json(plan.to_json())
     assert back == plan and back.settings.offline and back.settings.force
     # what a worker elsewhere gets: absolute paths, the device as asked, no progress bars
@@ -112,4 +113,4 @@ def test_in_process_workers_come_from_the_executor_and_the_worker_factory(one, t
         ("first", "test_two_in_process", "done"), ("second", "test_two_in_process", "done")]
     assert any(n.startswith("[first] evaluating 1 cell(s) of m") for n in notes)
     assert not any(n.startswith("[second] evaluating") for n in notes)
-    assert Path(two.plan(cells, summary.run_id, db.utcnow()).settings.results_dir).is_absolute()
+    assert Path(two.plan(cells, summary.run_id, utcnow()).settings.results_dir).is_absolute()

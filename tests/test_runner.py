@@ -20,6 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bench.db import database as db
+from bench.db.outcomes import unpack_details, unpack_outcomes
+from bench.db.schema import ModelRecord, ResultRecord, RunRecord, TableRecord
 from bench.plugins.attack import Attack
 from bench.cli.main import main
 from bench.plugins.defense import Defense
@@ -119,7 +121,7 @@ def runner_for(suite, tmp_path, data_root, **kw):
 
 def rows(engine):
     with Session(engine) as s:
-        return {r.cell_id: r for r in s.scalars(select(db.ResultRecord))}
+        return {r.cell_id: r for r in s.scalars(select(ResultRecord))}
 
 
 def test_run_records_then_rerun_evaluates_nothing(tiny, tmp_path, data_root):
@@ -131,21 +133,21 @@ def test_run_records_then_rerun_evaluates_nothing(tiny, tmp_path, data_root):
     got = rows(engine)
     clean = got["tiny/m_sgd/clean"]
     assert clean.status == "done" and clean.n == 96 and clean.eps_literal == "0"
-    per_sample = db.unpack_outcomes(clean.outcomes, clean.n)
+    per_sample = unpack_outcomes(clean.outcomes, clean.n)
     assert per_sample.sum() == clean.n_correct and clean.robust_acc == pytest.approx(per_sample.mean())
     # a trained model: clean accuracy well above chance, PGD lowers it, ε=0.3 at most ε=0.1
     p1, p3 = got["tiny/m_sgd/pgd5/eps=0.1"], got["tiny/m_sgd/pgd5/eps=0.3"]
     assert clean.robust_acc > 0.6
     assert p3.robust_acc <= p1.robust_acc <= clean.robust_acc and p3.robust_acc < clean.robust_acc
     # robust means correct on the clean input too
-    assert not (db.unpack_outcomes(p1.outcomes, 96) & ~per_sample).any()
+    assert not (unpack_outcomes(p1.outcomes, 96) & ~per_sample).any()
     # provenance on every row
     assert clean.config["eval"] == {"split": "test", "n": 96} and clean.precision == "fp32"
     assert clean.versions["torch"] == torch.__version__ and clean.smoke is False
     with Session(engine) as s:
-        m = s.scalars(select(db.ModelRecord)).one()
+        m = s.scalars(select(ModelRecord)).one()
         assert len(m.curves["loss"]) == 2 and len(m.checkpoint_sha256) == 64
-        t = s.get(db.TableRecord, "tab")
+        t = s.get(TableRecord, "tab")
         assert [c["label"] for c in t.layout["columns"]] == ["Clean", "PGD"]
     # rerun: nothing trained, nothing evaluated, rows untouched
     created = {k: r.created for k, r in got.items()}
@@ -172,7 +174,7 @@ def test_failures_are_recorded_and_the_run_goes_on(tiny, tmp_path, data_root):
     nan = got["tiny/m_nan/clean"]
     assert nan.status == "failed" and "non-finite training loss" in nan.error
     with Session(engine) as s:
-        assert s.scalars(select(db.RunRecord)).one().status == "failed"
+        assert s.scalars(select(RunRecord)).one().status == "failed"
 
 
 def test_corrupt_checkpoint_is_detected_and_retrained(tiny, tmp_path, data_root):
@@ -220,7 +222,7 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path, data_root):
     fresh.run(cells)
     assert rows(engine2)["tiny/m_nan/clean"].outcomes == resumed
     with Session(engine) as s:
-        statuses = [r.status for r in s.scalars(select(db.RunRecord).order_by(db.RunRecord.id))]
+        statuses = [r.status for r in s.scalars(select(RunRecord).order_by(RunRecord.id))]
     assert statuses == ["interrupted", "done"]
 
 
@@ -275,7 +277,7 @@ def test_kill_9_loses_nothing_and_the_next_run_resumes(tmp_path, data_root):
     assert all(after[k].outcomes == v for k, v in done_before.items())
     assert len(after) == 6 and all(r.status == "done" for r in after.values())
     with Session(engine) as s:
-        runs = list(s.scalars(select(db.RunRecord).order_by(db.RunRecord.id)))
+        runs = list(s.scalars(select(RunRecord).order_by(RunRecord.id)))
     assert runs[0].status == "running" and runs[0].ended is None   # the killed one, as it was left
     assert runs[-1].status == "done" and runs[-1].summary["skipped"] == len(done_before)
 
@@ -410,7 +412,7 @@ def test_fine_tuning_from_a_suite_model_trains_the_start_first(tiny, tmp_path, d
     got = rows(engine)
     assert got["tiny/m_nan/clean"].outcomes == got["tiny/m_sgd/clean"].outcomes
     with Session(engine) as s:
-        assert {m.name for m in s.scalars(select(db.ModelRecord))} == {"m_sgd", "m_nan"}
+        assert {m.name for m in s.scalars(select(ModelRecord))} == {"m_sgd", "m_nan"}
     bad = TINY.replace("  m_nan:\n    base: m_sgd\n    defense: test_nan\n",
                        "  m_nan:\n    base: m_sgd\n    train: {init_from: 'model:m_sdg'}\n")
     p.write_text(bad)
@@ -432,7 +434,7 @@ def test_early_stopping_keeps_the_best_validation_epoch(tiny, tmp_path, data_roo
     runner, engine = runner_for(suite, tmp_path, data_root)
     runner.run(expand(suite, filters=["tiny/m_nan/clean"]))
     with Session(engine) as s:
-        curves = s.get(db.ModelRecord, suite.models["m_nan"].key).curves
+        curves = s.get(ModelRecord, suite.models["m_nan"].key).curves
     val = curves["val_robust_acc"]
     assert len(val) == 3 and curves["val_robust_acc_epoch"] == [1, 2, 3]
     assert curves["best_epoch"] == 1 + max(range(3), key=lambda i: (val[i], -i))
@@ -483,7 +485,7 @@ def test_early_stopping_on_an_eps_grid_scores_the_mean_robust_accuracy(tiny, tmp
     runner, engine = runner_for(suite, tmp_path, data_root)
     runner.run(expand(suite, filters=["tiny/m_nan/clean"]))
     with Session(engine) as s:
-        rec = s.get(db.ModelRecord, spec.key)
+        rec = s.get(ModelRecord, spec.key)
         curves, path, sha = rec.curves, rec.checkpoint_path, rec.checkpoint_sha256
     model = spec.build()
     load_checkpoint(model, Path(path), sha)
@@ -512,13 +514,13 @@ def test_external_checkpoint_is_loaded_and_recorded(tiny, tmp_path, data_root):
     summary = runner.run(expand(suite, filters=["tiny/m_nan/clean"]))
     assert summary.loaded == ["m_nan"] and not summary.trained
     with Session(engine) as s:
-        rec = s.get(db.ModelRecord, suite.models["m_nan"].key)
+        rec = s.get(ModelRecord, suite.models["m_nan"].key)
         assert rec.checkpoint_sha256 == sha256_file(ckpt)
     # the zero-initialised last layer predicts class 0 for every input
     from bench.data.read import load_split
     _, y = load_split("mnist", "test", data_root, offline=True)
     r = rows(engine)["tiny/m_nan/clean"]
-    assert np.array_equal(db.unpack_outcomes(r.outcomes, r.n), y[:96] == 0)
+    assert np.array_equal(unpack_outcomes(r.outcomes, r.n), y[:96] == 0)
 
 
 SWEEP = textwrap.dedent("""\
@@ -557,11 +559,11 @@ def test_minimisation_and_certification_sweeps_through_the_runner(tmp_path, data
     got = rows(engine)
     df = [got[f"tiny/m/df/eps={e}"].robust_acc for e in ("0.05", "0.1", "0.2")]
     assert df[0] >= df[1] >= df[2]
-    radius = [db.unpack_details(got[f"tiny/m/cert/eps={r}"].details)["radius"] for r in ("0", "0.25", "0.5")]
+    radius = [unpack_details(got[f"tiny/m/cert/eps={r}"].details)["radius"] for r in ("0", "0.25", "0.5")]
     assert len(radius[0]) == 24 and all(np.array_equal(radius[0], r) for r in radius)  # one certification
     for r, lit in ((0.0, "0"), (0.25, "0.25"), (0.5, "0.5")):
         rec = got[f"tiny/m/cert/eps={lit}"]
-        ok = db.unpack_outcomes(rec.outcomes, rec.n)
+        ok = unpack_outcomes(rec.outcomes, rec.n)
         assert not (ok & ~(radius[0] >= r)).any()    # certified at r needs a radius ≥ r
 
 

@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bench.db import database as db
+from bench.db.schema import ModelRecord, ResultRecord, RunRecord
 from bench.db.claims import workers
 from bench.cli.main import main
 from bench.suite.load import load_suite
@@ -75,10 +76,10 @@ def run_ok(cmd, timeout=600) -> subprocess.CompletedProcess:
     return r
 
 
-def results(url) -> dict[str, db.ResultRecord]:
+def results(url) -> dict[str, ResultRecord]:
     engine = db.open_db(url)
     with Session(engine) as s:
-        out = {r.cell_id: r for r in s.scalars(select(db.ResultRecord))}
+        out = {r.cell_id: r for r in s.scalars(select(ResultRecord))}
         s.expunge_all()
     engine.dispose()
     return out
@@ -153,7 +154,7 @@ def test_four_workers_into_postgresql_match_one_local_run(four, tmp_path, data_r
     assert {r.worker for r in got.values()} <= ids
     engine = db.open_db(pg_url)
     with Session(engine) as s:
-        models = list(s.scalars(select(db.ModelRecord)))
+        models = list(s.scalars(select(ModelRecord)))
     engine.dispose()
     assert len(models) == 4 and {m.worker for m in models} <= ids
 
@@ -284,7 +285,7 @@ def test_two_runs_started_at_once_on_a_new_sqlite_file_share_the_work(four, tmp_
     assert trained_counts(views) == {"m_a": 1, "m_b": 1, "m_c": 1, "m_d": 1}
     engine = db.open_db(dbp)
     with Session(engine) as s:
-        runs = list(s.scalars(select(db.RunRecord)))
+        runs = list(s.scalars(select(RunRecord)))
     assert [r.status for r in runs] == ["done", "done"]
     assert sum(r.summary["done"] for r in runs) == 8      # every cell evaluated by exactly one run
     assert {r.run_id for r in got.values()} <= {r.id for r in runs}
@@ -383,5 +384,5 @@ def test_a_run_whose_workers_all_ended_early_is_incomplete(four, tmp_path, data_
         summary = runner.run(cells)
         assert summary.unfinished == 8 and summary.exit_status == exit_status
         with Session(engine) as s:
-            assert s.get(db.RunRecord, summary.run_id).status == status
+            assert s.get(RunRecord, summary.run_id).status == status
     assert any("8 cell(s) are still pending" in n for n in notes)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from bench.leaderboard import check
 from bench.db import database as db
+from bench.db.schema import ModelRecord
 from bench.errors import SuiteError
 from bench.leaderboard.fmt import table_page
 from bench.leaderboard.site import render_site
@@ -176,9 +177,9 @@ def test_a_fresh_clone_renders_the_committed_baselines(recorded, tmp_path, capsy
     from bench.cli.main import main
     suite, engine = recorded
     with Session(engine) as s:      # a training record for m_a: it travels with the baseline
-        s.add(db.ModelRecord(key="ka", name="m_a", dataset="mnist", arch="small_cnn",
-                             defense="sgd", config={"train": {"epochs": 1}}, checkpoint_path="x",
-                             checkpoint_sha256="0" * 64, curves={"best_epoch": 3}))
+        s.add(ModelRecord(key="ka", name="m_a", dataset="mnist", arch="small_cnn",
+                          defense="sgd", config={"train": {"epochs": 1}}, checkpoint_path="x",
+                          checkpoint_sha256="0" * 64, curves={"best_epoch": 3}))
         s.commit()
     base_dir = tmp_path / "baselines"
     save_baseline(engine, "published", out_dir=base_dir)

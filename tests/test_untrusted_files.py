@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from bench.cli.main import main
 from bench.data.read import load_split, verify_dataset
 from bench.db import database as db
+from bench.db.schema import ModelRecord, ResumeRecord
 from bench.errors import DataError
 from bench.suite.load import load_suite
 from tests.conftest import REPO
@@ -174,7 +175,7 @@ def zero_weights(spec) -> dict:
 
 def recorded_weights(engine, key) -> dict:
     with Session(engine) as s:
-        rec = s.get(db.ModelRecord, key)
+        rec = s.get(ModelRecord, key)
         assert rec.status == "done" and len(rec.checkpoint_sha256) == 64
         path, sha = Path(rec.checkpoint_path), rec.checkpoint_sha256
     assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
@@ -206,8 +207,8 @@ def test_a_planted_resume_file_is_not_trusted(tiny, capsys):
     engine = db.open_db(args[args.index("--db") + 1])
     assert not is_zero(recorded_weights(engine, spec.key))
     with Session(engine) as s:
-        assert len(s.get(db.ModelRecord, spec.key).curves["loss"]) == 2     # both epochs trained
-        assert s.get(db.ResumeRecord, spec.key) is None                     # forgotten once done
+        assert len(s.get(ModelRecord, spec.key).curves["loss"]) == 2     # both epochs trained
+        assert s.get(ResumeRecord, spec.key) is None                     # forgotten once done
     assert not (ckpts / f"{spec.key}.resume.pt").exists()
 
 
@@ -223,7 +224,7 @@ def test_resume_files_load_only_as_recorded(tmp_path):
     first = path.read_bytes()
     rf.save({"key": "k", "epoch": 1, "w": torch.full((3,), 2.0)})
     with Session(engine) as s:
-        rec = s.get(db.ResumeRecord, "k")
+        rec = s.get(ResumeRecord, "k")
         assert (rec.epoch, rec.worker) == (1, "w")
         assert rec.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
         assert rec.previous_sha256 == hashlib.sha256(first).hexdigest()
@@ -255,7 +256,7 @@ def test_a_checkpoint_without_a_recorded_sha256_is_retrained(tiny, capsys):
     torch.save(zero_weights(spec), planted)
     engine = db.open_db(args[args.index("--db") + 1])
     with engine.begin() as conn:
-        db.upsert(conn, db.ModelRecord(
+        db.upsert(conn, ModelRecord(
             key=spec.key, name="m", dataset="tiny", arch="small_cnn", defense="sgd",
             config=spec.resolved(), checkpoint_path=str(planted), checkpoint_sha256="",
             status="done"))
@@ -364,3 +365,25 @@ def test_the_source_index_finds_every_registered_plugin_in_its_module():
         own = {n: obj.__module__ for n, obj in registry.items()
                if obj.__module__.startswith(registry.package + ".")}
         assert own and {n: index.get(n) for n in own} == own, registry.kind
+
+
+def test_a_worker_plan_is_written_private_and_whole_through_a_planted_link(tmp_path):
+    """A shared results folder may hold what another user put there: writing a worker plan
+    (it holds the database URL) replaces a world-readable file or a planted symlink with a
+    new file only its owner reads, and never writes through the link."""
+    from bench.plugins.executor import write_private
+
+    old = tmp_path / "run-1.json"
+    old.write_text("{}")
+    old.chmod(0o644)
+    write_private(old, '{"db": "postgresql://user:secret@host/db"}')
+    assert old.stat().st_mode & 0o777 == 0o600 and "secret" in old.read_text()
+
+    target, link = tmp_path / "elsewhere.txt", tmp_path / "run-2.json"
+    target.write_text("not yours")
+    link.symlink_to(target)
+    write_private(link, '{"db": "x"}')
+    assert target.read_text() == "not yours"
+    assert not link.is_symlink() and link.read_text() == '{"db": "x"}'
+    assert link.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.txt", "run-1.json", "run-2.json"]

@@ -55,7 +55,7 @@ from bench.atomic import TMP_MARK, atomic_open, atomic_write_text
 from bench.checkpoints.opener import FOLLOWED, RedirectRefused, Watchdog, http_opener, request_for
 from bench.checkpoints.sources import (DEADLINE_S, MAX_MB, MB, cap_bytes, file_url_path, hash_local, mb,
                                        redact_url, scrub)
-from bench.errors import CheckpointError
+from bench.errors import CheckpointError, one_line
 
 SCHEMES = ("http", "https", "file")      # what a suite may name
 TIMEOUT_S = 60.0            # per blocking socket operation (connect, each read); the deadline bounds the whole
@@ -290,7 +290,7 @@ def _download(source: RemoteCheckpoint, f, *, log: Log, progress: bool, timeout:
                 fail(f"no answer within {per_op:g} s")
             if isinstance(e, (OSError, ValueError, http.client.HTTPException)):
                 fail(str(getattr(reason, "strerror", None) or reason)
-                     if isinstance(e, urllib.error.URLError) else _oneline(e))
+                     if isinstance(e, urllib.error.URLError) else one_line(e, limit=240))
             raise
         with resp:
             ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -323,7 +323,7 @@ def _download(source: RemoteCheckpoint, f, *, log: Log, progress: bool, timeout:
             except (OSError, http.client.HTTPException) as e:  # reset, IncompleteRead, disk full
                 if watch.expired:
                     late()
-                fail(_oneline(e))
+                fail(one_line(e, limit=240))
             finally:
                 if progress:
                     print(file=sys.stderr, flush=True)
@@ -345,8 +345,3 @@ def _content_length(value: str | None) -> int | None:
     except ValueError:
         return None
     return n if n is None or n >= 0 else None
-
-
-def _oneline(e: BaseException) -> str:
-    text = (str(e).strip().splitlines() or [""])[0][:200]
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__

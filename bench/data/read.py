@@ -94,7 +94,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as d:
             return d["x"], d["y"]
     except Exception as e:  # zip, key or format errors all mean the same to a user
-        raise DataError(f"{path} is not a readable dataset file ({type(e).__name__}: {e}); "
+        raise DataError(f"{path} is not a readable dataset file ({one_line(e)}); "
                         f"delete it and run `python -m bench data fetch`") from None
 
 

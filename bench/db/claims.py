@@ -30,6 +30,8 @@ from sqlalchemy.exc import IntegrityError
 from bench.db import database as db
 from bench.db.provenance import host
 from bench.db.retry import with_retry
+from bench.db.schema import LeaseRecord, WorkerRecord
+from bench.errors import one_line
 
 DEFAULT_LEASE_SECONDS = 60.0
 
@@ -78,13 +80,13 @@ def leases(engine: Engine, keys: list[str] | None = None) -> dict[str, Lease]:
     def read():
         with engine.connect() as c:
             now = db.server_now(c)
-            q = select(db.LeaseRecord)
+            q = select(LeaseRecord)
             rows = []
             if keys is None:
                 rows = list(c.execute(q))
             else:
                 for i in range(0, len(keys), 500):
-                    rows += list(c.execute(q.where(db.LeaseRecord.model_key.in_(keys[i:i + 500]))))
+                    rows += list(c.execute(q.where(LeaseRecord.model_key.in_(keys[i:i + 500]))))
             return {r.model_key: Lease(r.model_key, r.model_name, r.owner, r.host, r.pid, r.acquired,
                                        r.heartbeat, r.expires, r.stage, r.previous_owner,
                                        r.takeovers, now) for r in rows}
@@ -113,7 +115,7 @@ class Claims:
         def fresh():
             with self.engine.begin() as c:
                 now = db.server_now(c)
-                c.execute(insert(db.LeaseRecord).values(
+                c.execute(insert(LeaseRecord).values(
                     model_key=key, model_name=name, owner=self.worker_id, host=host(),
                     pid=os.getpid(), run_id=self.run_id, acquired=now, heartbeat=now,
                     expires=now + lease, stage="claimed", takeovers=0))
@@ -121,21 +123,21 @@ class Claims:
         def take_over():
             with self.engine.begin() as c:
                 now = db.server_now(c)
-                row = c.execute(select(db.LeaseRecord.owner, db.LeaseRecord.expires)
-                                .where(db.LeaseRecord.model_key == key)).one_or_none()
+                row = c.execute(select(LeaseRecord.owner, LeaseRecord.expires)
+                                .where(LeaseRecord.model_key == key)).one_or_none()
                 if row is None:
                     return _GONE                    # released meanwhile: try a fresh claim again
                 if row.owner == self.worker_id:     # our own claim, committed before a retry
                     return Claim(key, "new")
                 if row.expires >= now:
                     return None
-                won = c.execute(update(db.LeaseRecord).where(
-                    db.LeaseRecord.model_key == key, db.LeaseRecord.owner == row.owner,
-                    db.LeaseRecord.expires < now).values(
+                won = c.execute(update(LeaseRecord).where(
+                    LeaseRecord.model_key == key, LeaseRecord.owner == row.owner,
+                    LeaseRecord.expires < now).values(
                     owner=self.worker_id, host=host(), pid=os.getpid(), run_id=self.run_id,
                     model_name=name, acquired=now, heartbeat=now, expires=now + lease,
                     stage="claimed", previous_owner=row.owner,
-                    takeovers=db.LeaseRecord.takeovers + 1)).rowcount
+                    takeovers=LeaseRecord.takeovers + 1)).rowcount
                 return Claim(key, "takeover", row.owner) if won == 1 else None
 
         for _ in range(3):
@@ -170,8 +172,8 @@ class Claims:
             def push():
                 with self.engine.begin() as c:
                     now = db.server_now(c)
-                    return c.execute(update(db.LeaseRecord).where(
-                        db.LeaseRecord.model_key == key, db.LeaseRecord.owner == self.worker_id)
+                    return c.execute(update(LeaseRecord).where(
+                        LeaseRecord.model_key == key, LeaseRecord.owner == self.worker_id)
                         .values(heartbeat=now, expires=now + lease, stage=stage)).rowcount
             if with_retry(push, what="renewing a lease", log=self.log) == 0:
                 with self._lock:
@@ -190,8 +192,8 @@ class Claims:
 
         def drop():
             with self.engine.begin() as c:
-                c.execute(delete(db.LeaseRecord).where(db.LeaseRecord.model_key == key,
-                                                       db.LeaseRecord.owner == self.worker_id))
+                c.execute(delete(LeaseRecord).where(LeaseRecord.model_key == key,
+                                                    LeaseRecord.owner == self.worker_id))
         with_retry(drop, what="releasing a lease", log=self.log)
 
     def release_all(self) -> None:
@@ -209,7 +211,7 @@ def register_worker(engine: Engine, worker_id: str, *, label: str = "", executor
     def add():
         with engine.begin() as c:
             now = db.server_now(c)
-            c.execute(insert(db.WorkerRecord).values(
+            c.execute(insert(WorkerRecord).values(
                 id=worker_id, label=label, executor=executor, host=host(), pid=os.getpid(),
                 device=device, run_id=run_id, lease_seconds=lease_seconds, started=now,
                 heartbeat=now, status="running", summary={}))
@@ -228,7 +230,7 @@ def beat_worker(engine: Engine, worker_id: str, *, job: str | None = None,
                 values["status"] = status
             if ended:
                 values["ended"] = now
-            c.execute(update(db.WorkerRecord).where(db.WorkerRecord.id == worker_id).values(**values))
+            c.execute(update(WorkerRecord).where(WorkerRecord.id == worker_id).values(**values))
     with_retry(beat, what="the worker's heartbeat")
 
 
@@ -236,7 +238,7 @@ def beat_worker(engine: Engine, worker_id: str, *, job: str | None = None,
 class WorkerView:
     """A workers row and its state by the server's clock: live, dead (no heartbeat for longer
     than its lease), or how it ended (done / failed / interrupted)."""
-    record: db.WorkerRecord
+    record: WorkerRecord
     state: str
     heartbeat_age: float
 
@@ -246,9 +248,9 @@ def workers(engine: Engine, *, run_id: int | None = None) -> list[WorkerView]:
         from sqlalchemy.orm import Session
         with Session(engine) as s:
             now = db.server_now(s.connection())
-            q = select(db.WorkerRecord).order_by(db.WorkerRecord.started, db.WorkerRecord.id)
+            q = select(WorkerRecord).order_by(WorkerRecord.started, WorkerRecord.id)
             if run_id is not None:
-                q = q.where(db.WorkerRecord.run_id == run_id)
+                q = q.where(WorkerRecord.run_id == run_id)
             out = []
             for w in s.scalars(q):
                 age = (now - w.heartbeat).total_seconds()
@@ -277,7 +279,7 @@ class Heartbeat(threading.Thread):
                 self.claims.renew()
                 self.beat()
             except Exception as e:   # a beat that fails after its retries: say so, keep beating
-                self.claims.log(f"warning: heartbeat failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+                self.claims.log(f"warning: heartbeat failed: {one_line(e, limit=200)}")
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -9,8 +9,6 @@ import socket
 import subprocess
 from pathlib import Path
 
-import torch
-
 import bench
 
 _PACKAGES = ("torch", "torchvision", "numpy", "scipy", "timm", "foolbox", "sqlalchemy", "jinja2",
@@ -19,6 +17,8 @@ _PACKAGES = ("torch", "torchvision", "numpy", "scipy", "timm", "foolbox", "sqlal
 
 @functools.lru_cache(maxsize=1)
 def library_versions() -> dict[str, str]:
+    import torch     # here, not at the top: `--help`, `ls` and `report` import this module and need no torch
+
     out = {"python": platform.python_version(), "bench": bench.__version__}
     for p in _PACKAGES:
         try:

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from bench.checkpoints.sources import redacted_config
 from bench.db import database as db
+from bench.db.outcomes import pack_details, pack_outcomes
+from bench.db.schema import ModelRecord, ReportedValue, ResultRecord, RunRecord, TableRecord, utcnow
 from bench.run import sanity
 from bench.run.evaluate import CellOutcome
 from bench.run.plan import Cell
@@ -40,10 +42,10 @@ def start_run(engine: Engine, suite: Suite, device_desc: str,
 
     def add():
         with Session(engine) as s:
-            rec = db.RunRecord(command=shlex.join(sys.argv), suite_path=str(suite.path),
-                               suite_sha256=suite.sha256, commit=code_commit(), host=host(),
-                               device=device_desc, versions=library_versions(), started=db.utcnow(),
-                               summary={"labels": labels})
+            rec = RunRecord(command=shlex.join(sys.argv), suite_path=str(suite.path),
+                            suite_sha256=suite.sha256, commit=code_commit(), host=host(),
+                            device=device_desc, versions=library_versions(), started=utcnow(),
+                            summary={"labels": labels})
             s.add(rec)
             s.commit()
             return rec.id, rec.started
@@ -53,8 +55,8 @@ def start_run(engine: Engine, suite: Suite, device_desc: str,
 def end_run(engine: Engine, run_id: int, status: str, summary: RunSummary) -> None:
     def end():
         with Session(engine) as s:
-            rec = s.get(db.RunRecord, run_id)
-            rec.ended, rec.status = db.utcnow(), status
+            rec = s.get(RunRecord, run_id)
+            rec.ended, rec.status = utcnow(), status
             rec.summary = {**(rec.summary or {}),
                            "done": len(summary.done), "failed": len(summary.failed),
                            "skipped": summary.skipped, "trained": summary.trained,
@@ -70,12 +72,12 @@ def record_tables(engine: Engine, suite: Suite) -> None:
     def write():
         with db.exclusive(engine, "bench tables") as conn, Session(bind=conn) as s:
             for t in suite.tables.values():
-                s.merge(db.TableRecord(name=t.name, title=t.title, layout=t.layout(),
-                                       suite_path=str(suite.path), updated=db.utcnow()))
-                s.execute(delete(db.ReportedValue).where(db.ReportedValue.table == t.name))
+                s.merge(TableRecord(name=t.name, title=t.title, layout=t.layout(),
+                                    suite_path=str(suite.path), updated=utcnow()))
+                s.execute(delete(ReportedValue).where(ReportedValue.table == t.name))
                 for v in t.values:
-                    s.add(db.ReportedValue(table=t.name, row=v.row, column=v.column, value=v.value,
-                                           source=v.source, kind=v.kind))
+                    s.add(ReportedValue(table=t.name, row=v.row, column=v.column, value=v.value,
+                                        source=v.source, kind=v.kind))
             s.flush()
     with_retry(write, what="recording the tables")
 
@@ -87,17 +89,17 @@ def record_result(engine: Engine, outcome: CellOutcome, run_id: int, model_key: 
     c = outcome.cell
     n = (c.eval.n or 0) if outcome.outcomes is None else int(outcome.outcomes.size)
     n_correct = 0 if outcome.outcomes is None else int(outcome.outcomes.sum())
-    rec = db.ResultRecord(
+    rec = ResultRecord(
         cell_key=c.key, cell_id=c.id, model_key=model_key, model_name=c.model.name,
         dataset=c.model.dataset.name, attack=c.attack.name, attack_plugin=c.attack.plugin,
         norm=c.attack.norm, eps_literal=c.eps.literal, eps=c.eps.value, split=c.eval.split,
         n=n, n_correct=n_correct, robust_acc=(n_correct / n) if n else None,
-        outcomes=None if outcome.outcomes is None else db.pack_outcomes(outcome.outcomes),
-        details=db.pack_details(outcome.details), flags=list(getattr(outcome, "flags", []) or []),
+        outcomes=None if outcome.outcomes is None else pack_outcomes(outcome.outcomes),
+        details=pack_details(outcome.details), flags=list(getattr(outcome, "flags", []) or []),
         config=redacted_config(c.resolved()), tags=c.tags, precision=c.precision, seed=c.seed, smoke=c.smoke,
         seconds=outcome.seconds, status="done" if outcome.ok else "failed", error=outcome.error,
         device=device_desc, versions=library_versions(), commit=code_commit(), run_id=run_id,
-        created=db.utcnow(), worker=worker)
+        created=utcnow(), worker=worker)
 
     def write():
         with engine.begin() as conn:
@@ -109,8 +111,8 @@ def update_result_flags(engine: Engine, model_key: str) -> None:
     """Recompute the cross-result flags of every stored result of this model."""
     def update():
         with Session(engine) as s:
-            recs = list(s.scalars(select(db.ResultRecord).where(
-                db.ResultRecord.model_key == model_key, db.ResultRecord.status == "done")))
+            recs = list(s.scalars(select(ResultRecord).where(
+                ResultRecord.model_key == model_key, ResultRecord.status == "done")))
             if not recs:
                 return
             rows = []
@@ -145,8 +147,8 @@ def attempts(engine: Engine, keys: list[str]) -> dict[str, Attempt]:
         out: dict[str, Attempt] = {}
         with Session(engine) as s:
             for i in range(0, len(keys), 500):
-                q = select(db.ResultRecord.cell_key, db.ResultRecord.status, db.ResultRecord.run_id,
-                           db.ResultRecord.created).where(db.ResultRecord.cell_key.in_(keys[i:i + 500]))
+                q = select(ResultRecord.cell_key, ResultRecord.status, ResultRecord.run_id,
+                           ResultRecord.created).where(ResultRecord.cell_key.in_(keys[i:i + 500]))
                 for key, status, run_id, created in s.execute(q):
                     out[key] = Attempt(status, run_id, created)
         return out
@@ -170,8 +172,8 @@ def is_pending(a: Attempt | None, *, force: bool, run_id: int, run_started: dt.d
 def models_done(engine: Engine, keys: list[str]) -> set[str]:
     def read():
         with Session(engine) as s:
-            return set(s.scalars(select(db.ModelRecord.key).where(
-                db.ModelRecord.key.in_(keys), db.ModelRecord.status == "done")))
+            return set(s.scalars(select(ModelRecord.key).where(
+                ModelRecord.key.in_(keys), ModelRecord.status == "done")))
     return with_retry(read, what="reading model status") if keys else set()
 
 
@@ -188,9 +190,9 @@ def collect_summary(engine: Engine, run_id: int, cells: list[Cell], run_started:
             rows = []
             for i in range(0, len(keys), 500):
                 rows += list(s.execute(select(
-                    db.ResultRecord.cell_key, db.ResultRecord.status, db.ResultRecord.robust_acc,
-                    db.ResultRecord.seconds, db.ResultRecord.error, db.ResultRecord.run_id,
-                    db.ResultRecord.created).where(db.ResultRecord.cell_key.in_(keys[i:i + 500]))))
+                    ResultRecord.cell_key, ResultRecord.status, ResultRecord.robust_acc,
+                    ResultRecord.seconds, ResultRecord.error, ResultRecord.run_id,
+                    ResultRecord.created).where(ResultRecord.cell_key.in_(keys[i:i + 500]))))
             return rows
     rows = {r.cell_key: r for r in with_retry(read, what="reading the run's results")}
     for c in cells:              # in selection order

@@ -16,6 +16,8 @@ from typing import Callable, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from bench.errors import one_line
+
 T = TypeVar("T")
 
 # SQLSTATE classes that mean "the connection or the server, not the statement":
@@ -53,8 +55,8 @@ def with_retry(fn: Callable[[], T], *, attempts: int = 8, first_delay: float = 0
             if attempt == attempts or not is_transient(e):
                 raise
             if log is not None:
-                first = str(e.orig if e.orig is not None else e).strip().splitlines()[0][:160]
-                log(f"retrying {what} in {delay:.1f}s after a transient error ({attempt}/{attempts - 1}): {first}")
+                cause = one_line(e.orig if e.orig is not None else e, limit=200)
+                log(f"retrying {what} in {delay:.1f}s after a transient error ({attempt}/{attempts - 1}): {cause}")
             time.sleep(delay * random.uniform(0.75, 1.25))
             delay = min(max_delay, delay * 2)
     raise AssertionError("unreachable")

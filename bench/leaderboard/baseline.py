@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from bench import __version__
 from bench.atomic import atomic_write_text
 from bench.checkpoints.sources import redacted_config
-from bench.db.database import ModelRecord, ResultRecord
+from bench.db.schema import ModelRecord, ResultRecord
 from bench.errors import BenchError, one_line, printable
 from bench.leaderboard.baseline_schema import (  # noqa: F401  (its names, from here too)
     BASELINE_FORMAT, BASELINE_VERSION, MAX_BYTES, validate_baseline)

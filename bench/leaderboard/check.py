@@ -29,7 +29,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from bench.db.database import ResultRecord, unpack_outcomes
+from bench.db.outcomes import unpack_outcomes
+from bench.db.schema import ResultRecord
 from bench.errors import BenchError, printable
 from bench.plugins.registry import did_you_mean
 from bench.leaderboard.baseline import in_selection, plugin_versions, validate_baseline

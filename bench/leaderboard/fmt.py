@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 import re
 
-from bench.db.database import ResultRecord
+from bench.db.schema import ResultRecord
 
 
 def fmt_when(t: dt.datetime | None) -> str:

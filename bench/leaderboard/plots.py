@@ -9,7 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.db.database import ResultRecord, unpack_details
+from bench.db.outcomes import unpack_details
+from bench.db.schema import ResultRecord
 from bench.leaderboard.stats import accuracy_pct, preference
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",

@@ -38,7 +38,7 @@ from sqlalchemy.engine import Engine
 from bench.checkpoints.sources import redacted_config
 from bench import __version__
 from bench.atomic import atomic_write_text
-from bench.db.database import ResultRecord
+from bench.db.schema import ResultRecord
 from bench.leaderboard.fmt import (fmt_pct, fmt_signed, fmt_when, model_page, result_anchor, slug,
                                    table_page)
 from bench.leaderboard.plots import certified_plots, robustness_plots, training_plots

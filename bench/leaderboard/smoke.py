@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
-from bench.db.database import ResultRecord
+from bench.db.schema import ResultRecord
 from bench.leaderboard.fmt import slug
 from bench.leaderboard.stats import MIN_TIME
 from bench.leaderboard.store import Store, run_labels

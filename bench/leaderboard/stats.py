@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 
-from bench.db.database import ResultRecord
+from bench.db.schema import ResultRecord
 
 MIN_TIME = dt.datetime(1970, 1, 1)
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from bench.db.database import ModelRecord, ReportedValue, ResultRecord, RunRecord, TableRecord
+from bench.db.schema import ModelRecord, ReportedValue, ResultRecord, RunRecord, TableRecord
 
 PAPER = "paper"                  # the kind of the paper's own values (what check --paper uses)
 

@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from bench.db import database as db
-from bench.db.database import ReportedValue, ResultRecord, TableRecord
+from bench.db import outcomes
+from bench.db.schema import ReportedValue, ResultRecord, TableRecord
 from bench.leaderboard.fmt import fmt_pct, fmt_when, table_page
 from bench.leaderboard.stats import MIN_TIME, accuracy_pct, preference, wilson
 from bench.leaderboard.store import PAPER, Store
@@ -238,7 +238,7 @@ def worst_case(results: Iterable[ResultRecord], model: str, eps: str, smoke: boo
         return (len({r.attack for r in rs}), n, max(r.created or MIN_TIME for r in rs))
 
     (key, split, n), group = max(groups.items(), key=rank)
-    robust = db.worst_case([db.unpack_outcomes(r.outcomes, n) for r in group])
+    robust = outcomes.worst_case([outcomes.unpack_outcomes(r.outcomes, n) for r in group])
     wc.value = 100.0 * robust.mean()
     wc.n, wc.k, wc.split, wc.model_key = n, int(robust.sum()), split, key
     wc.attacks = sorted({r.attack for r in group})

@@ -26,12 +26,12 @@ process, built by `ctx.new_worker`).
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from bench.atomic import atomic_write_text
 from bench.plugins.base import Plugin
 from bench.run.plan import Cell
 
@@ -88,10 +88,9 @@ def python() -> str:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (a worker plan holds the database URL)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    """Write a file only its owner can read (a worker plan holds the database URL), atomically:
+    a worker that starts early or a second run never reads half a plan."""
+    atomic_write_text(path, text, perms=0o600)
 
 
 def default_executor() -> Executor:

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from bench.errors import PluginError, printable
+from bench.errors import PluginError, one_line, printable
 
 T = TypeVar("T")
 
@@ -143,7 +143,7 @@ def _load_entry_points() -> None:
             ep.load()
         except Exception as e:
             raise PluginError(f"plugin entry point {ep.name!r} ({ep.value}) failed to load: "
-                              f"{type(e).__name__}: {e}") from e
+                              f"{one_line(e)}") from e
     _entry_points_loaded = True
 
 
@@ -151,7 +151,7 @@ def _import_plugin(module: str) -> None:
     try:
         importlib.import_module(module)
     except Exception as e:  # a broken plugin is named, not buried in a traceback
-        raise PluginError(f"plugin module {module} failed to import: {type(e).__name__}: {e}") from e
+        raise PluginError(f"plugin module {module} failed to import: {one_line(e)}") from e
 
 
 @functools.cache

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from bench.db import database as db
+from bench.db.schema import ModelRecord
 from bench.run.plan import Cell, ModelJob
 from bench.plugins.registry import DATASETS
 from bench.suite.spec import ModelSpec
@@ -194,7 +194,7 @@ def _history(engine: Engine | None, device_desc: str) -> dict[str, list[float]]:
     if engine is None:
         return out
     with Session(engine) as s:
-        recs = list(s.scalars(select(db.ModelRecord).where(db.ModelRecord.status == "done")))
+        recs = list(s.scalars(select(ModelRecord).where(ModelRecord.status == "done")))
     for r in recs:
         cfg = r.config or {}
         if r.device != device_desc or not r.train_seconds or r.train_seconds <= 0:

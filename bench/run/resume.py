@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from bench.checkpoints.cache import load_verified, save_state
 from bench.db import database as db
 from bench.db.retry import with_retry
+from bench.db.schema import ResumeRecord, utcnow
 from bench.errors import CheckpointError
 
 
@@ -33,8 +34,8 @@ class ResumeFile:
     def _recorded(self) -> tuple[str, ...]:
         def read():
             with self.engine.connect() as conn:
-                row = conn.execute(select(db.ResumeRecord.sha256, db.ResumeRecord.previous_sha256)
-                                   .where(db.ResumeRecord.model_key == self.key)).one_or_none()
+                row = conn.execute(select(ResumeRecord.sha256, ResumeRecord.previous_sha256)
+                                   .where(ResumeRecord.model_key == self.key)).one_or_none()
             return tuple(s for s in (row or ()) if s)
         return with_retry(read, what=f"looking up the resume state of {self.path.name}")
 
@@ -59,11 +60,11 @@ class ResumeFile:
         def record(sha: str) -> None:
             def write():
                 with self.engine.begin() as conn:
-                    prev = conn.execute(select(db.ResumeRecord.sha256).where(
-                        db.ResumeRecord.model_key == self.key)).scalar_one_or_none()
-                    db.upsert(conn, db.ResumeRecord(
+                    prev = conn.execute(select(ResumeRecord.sha256).where(
+                        ResumeRecord.model_key == self.key)).scalar_one_or_none()
+                    db.upsert(conn, ResumeRecord(
                         model_key=self.key, sha256=sha, previous_sha256=prev,
-                        epoch=int(state.get("epoch", 0)), worker=self.worker, updated=db.utcnow()))
+                        epoch=int(state.get("epoch", 0)), worker=self.worker, updated=utcnow()))
             with_retry(write, what=f"recording the resume state {self.path.name}")
         save_state(state, self.path, before_rename=record)
 
@@ -73,5 +74,5 @@ class ResumeFile:
 
         def forget():
             with self.engine.begin() as conn:
-                conn.execute(delete(db.ResumeRecord).where(db.ResumeRecord.model_key == self.key))
+                conn.execute(delete(ResumeRecord).where(ResumeRecord.model_key == self.key))
         with_retry(forget, what=f"forgetting the resume state {self.path.name}")

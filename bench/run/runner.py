@@ -1,17 +1,18 @@
 """The runner: a selection of cells → a run record → workers (started by an executor) → a summary.
 
-Each distinct model key trains once; a cached checkpoint is used only after its sha256
-matches the database. Every cell is committed as soon as it is known, so `kill -9`
-loses nothing already recorded and the next run resumes (training too: the loop keeps
-a per-epoch resume file). A cell that fails (non-finite loss, out of memory, a plugin
-error) is recorded as failed with its error and the run goes on.
+The runner only opens and closes the run and says what it did. What happens to one model
+job is sequenced in one place, the worker loop (`bench.run.worker`): each distinct model
+key trains once; a cached checkpoint is used only after its sha256 matches the database;
+every cell is committed as soon as it is known, so `kill -9` loses nothing already
+recorded and the next run resumes (training too: the training loop keeps a per-epoch
+resume file); a cell that fails (non-finite loss, out of memory, a plugin error) is
+recorded as failed with its error and the run goes on.
 
-What happens to one model job is sequenced in one place, the worker loop
-(`bench.run.worker`). The runner always starts workers through an executor (`executors/`):
-by default the one that runs a single worker in this process, built by the worker factory
-it hands the executor; others start workers elsewhere from the run's `WorkerPlan`. The
-results database coordinates them (`bench.db.claims`). Every worker runs on the same
-frozen `RunSettings`. The runner only opens and closes the run and says what it did.
+The runner always starts workers through an executor (`executors/`): by default the one
+that runs a single worker in this process, built by the worker factory it hands the
+executor; others start workers elsewhere from the run's `WorkerPlan`. The results
+database coordinates them (`bench.db.claims`). Every worker runs on the same frozen
+`RunSettings`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bench.run.precision import device_name
 from bench.run.settings import RunSettings
 from bench.suite.spec import Suite
 from bench.run.summary import RunSummary, WorkerSummary  # noqa: F401  (the public names)
-from bench.run.worker import Worker, WorkerPlan, _one_line  # noqa: F401
+from bench.run.worker import Worker, WorkerPlan
 
 
 class Runner:

@@ -14,7 +14,7 @@ Pure functions the worker loop calls; none of them knows an attack by name.
   "weaker_attack_stronger" (an attack declared weaker finds lower robust accuracy than
   a stronger one on the same model, norm and ε).
 * `worst_case(outcomes)` — the per-sample AND over attacks (robust against all;
-  bench.db.database's, beside the packed format it reads).
+  `bench.db.outcomes.worst_case`, beside the packed format it reads).
 
 The attack traits the flags read — `strength`, `bounded_by_clean` and `uses_eps` (False
 marks the clean-accuracy row) — are declared, with their defaults and meaning, on
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.db.database import unpack_outcomes, worst_case  # noqa: F401 (worst_case: sanity's API)
+from bench.db.outcomes import unpack_outcomes, worst_case  # noqa: F401 (worst_case: sanity's API)
 from bench.plugins.attack import Attack
 
 RANDOMIZED_OUTPUTS = "randomized_outputs"

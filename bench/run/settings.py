@@ -1,4 +1,5 @@
-"""How a run runs: one frozen object the runner builds and every worker of the run shares.
+"""How a run runs: one frozen object, built once per run (from `bench run`'s flags, or from
+the keywords given to `Runner`), that every worker of the run shares.
 
 The runner, its workers (in this process or started by an executor elsewhere), the model
 store (`bench.run.weights`) and the evaluation data (`bench.run.evaluate`) all read the

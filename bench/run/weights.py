@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from bench.db import database as db
+from bench.db.schema import ModelRecord, utcnow
 from bench.checkpoints.cache import load_checkpoint, save_checkpoint
 from bench.checkpoints.sources import redacted_config
 from bench.errors import CheckpointError
@@ -54,7 +55,7 @@ class ModelStore:
 
         def read():
             with Session(self.engine) as s:
-                rec = s.get(db.ModelRecord, job.key)
+                rec = s.get(ModelRecord, job.key)
                 if rec is None or rec.status != "done":
                     return None
                 return Path(rec.checkpoint_path), rec.checkpoint_sha256
@@ -83,7 +84,7 @@ class ModelStore:
         recorded = None
         if src.sha256 is None:  # the first download's hash, as this model's record keeps it
             with Session(self.engine) as s:
-                rec = s.get(db.ModelRecord, spec.key)
+                rec = s.get(ModelRecord, spec.key)
                 recorded = rec.checkpoint_sha256 if rec is not None and rec.status == "done" else None
         return fetch_checkpoint(src, self.ckpt_dir / "downloads", offline=self.offline,
                                 recorded_sha256=recorded or None, log=self.out, progress=self.progress)
@@ -103,12 +104,12 @@ class ModelStore:
     def _record_model(self, job: ModelJob, path: Path, sha: str, run_id: int,
                       seconds: float = 0.0, curves: dict | None = None) -> None:
         spec = job.model
-        rec = db.ModelRecord(
+        rec = ModelRecord(
             key=job.key, name=spec.name, dataset=spec.dataset.name, arch=spec.arch,
             defense=spec.defense, config=redacted_config(spec.resolved()), checkpoint_path=str(path.resolve()),
             checkpoint_sha256=sha, train_seconds=seconds, curves=curves or {}, status="done",
             smoke=job.smoke, precision=spec.precision, seed=spec.seed, device=self.device_desc,
-            versions=library_versions(), run_id=run_id, created=db.utcnow(), worker=self.worker)
+            versions=library_versions(), run_id=run_id, created=utcnow(), worker=self.worker)
 
         def write():
             with self.engine.begin() as conn:
@@ -125,7 +126,7 @@ class ModelStore:
         elif spec.init_model is not None:  # fine-tuning: the starting model first (cached or trained)
             self.model_for(ModelJob(spec.init_model, []), run_id, RunSummary(run_id))
             with Session(self.engine) as s:
-                init_rec = s.get(db.ModelRecord, spec.init_model.key)
+                init_rec = s.get(ModelRecord, spec.init_model.key)
                 init_path, init_sha256 = Path(init_rec.checkpoint_path), init_rec.checkpoint_sha256
         self.stage("training")
         self.out(f"training {spec.name} ({spec.arch}, {spec.defense}, {spec.train.epochs} epochs) on {self.device}")

@@ -22,7 +22,6 @@ import os
 import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,7 +32,7 @@ from sqlalchemy.engine import Engine
 from bench.db import claims as claims_mod
 from bench.db import record
 from bench.run import sanity
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 from bench.run.evaluate import CellOutcome, EvalData, evaluate
 from bench.run.weights import ModelStore
 from bench.run.plan import Cell, ModelJob, group
@@ -41,6 +40,8 @@ from bench.run.precision import Policy, device_name
 from bench.run.settings import RunSettings
 from bench.suite.spec import Suite
 from bench.run.summary import WorkerSummary
+
+ERROR_CHARS = 2000     # what a failed model job's records keep of its error (one line)
 
 
 def jobs_of(cells: list[Cell]) -> list[ModelJob]:
@@ -125,7 +126,7 @@ class Worker:
                 claims_mod.beat_worker(self.engine, self.id, job=None, summary=self.summary.as_dict(),
                                        status=status, ended=True)
             except Exception as e:  # the database is gone: the leases expire on their own
-                self.out(f"warning: could not sign off: {type(e).__name__}: {e}")
+                self.out(f"warning: could not sign off: {one_line(e)}")
         return self.summary
 
     def next_job(self, jobs: list[ModelJob], run_id: int, run_started: dt.datetime
@@ -202,7 +203,7 @@ class Worker:
         try:
             model = self.models.model_for(job, run_id, self.summary)
         except (Exception, torch.cuda.OutOfMemoryError) as e:  # the job fails, the run goes on
-            msg = _one_line(e)
+            msg = one_line(e, limit=ERROR_CHARS, where=True)
             self.out(f"model {job.model.name} failed: {msg}")
             stage = "loading the checkpoint" if job.model.checkpoint else "training"
             for c in cells:
@@ -244,7 +245,8 @@ class Worker:
             x, y, _ = next(self.data.get(c.model.dataset.plugin, c.eval.split).head(64).batches(64))
             return sanity.model_flags(net, x, y)
         except Exception as e:  # a check that cannot run is itself worth a note, not a failure
-            self.out(f"warning: model sanity checks for {job.model.name} did not run: {_one_line(e)}")
+            self.out(f"warning: model sanity checks for {job.model.name} did not run: "
+                     f"{one_line(e, where=True)}")
             return []
 
     # ------------------------------------------------------------------ heartbeat
@@ -256,14 +258,6 @@ class Worker:
         job = self._job
         claims_mod.beat_worker(self.engine, self.id, job=job.model.name if job else None,
                                summary=self.summary.as_dict())
-
-
-def _one_line(e: BaseException) -> str:
-    if isinstance(e, BenchError):
-        return str(e)
-    tb = traceback.extract_tb(e.__traceback__)
-    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-    return f"{type(e).__name__}: {e}{where}"
 
 
 # ---------------------------------------------------------------------- workers started elsewhere
