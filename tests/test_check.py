@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from bench.leaderboard import check
 from bench.leaderboard.baseline import load_baseline, plugin_versions, save_baseline
 from bench.leaderboard.check import compare, check_paper
-from bench.cli.report import build_parser, main
+from bench.cli.main import build_parser, main
 from bench.db.database import open_db
 from bench.db.outcomes import unpack_outcomes
 from bench.errors import BenchError

@@ -23,7 +23,8 @@ from torch import nn
 from attacks.pgd import PGD
 from bench.data.read import load_split
 from bench.plugins.model import build_model
-from bench.run.precision import Policy, bucket_size, frozen_parameters
+from bench.plugins.perturb import frozen_parameters
+from bench.run.precision import Policy, bucket_size
 from bench.plugins.registry import DATASETS, DEFENSES
 
 MNIST = DATASETS.get("mnist").info

@@ -379,7 +379,7 @@ def test_latex_and_markdown_escaping():
 
 
 def test_report_cli_with_exports(tmp_path, capsys):
-    from bench.cli.report import main
+    from bench.cli.main import main
     make_db(tmp_path)
     rc = main(["report", "--out", str(tmp_path / "site"), "--db", str(tmp_path / "bench.sqlite"),
                "--export", "csv,tex"])

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from bench.cli.main import main
-from bench.suite.eps import parse_eps
+from bench.plugins.eps import parse_eps
 from bench.errors import SuiteError
 from bench.suite.load import load_suite
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bench.errors import BenchError
 from bench.plugins.registry import ATTACKS, DEFENSES
 from bench.run.plan import expand
-from bench.suite.eps import MAX_EPS, MAX_LITERAL, parse_eps
+from bench.plugins.eps import MAX_EPS, MAX_LITERAL, parse_eps
 from bench.suite.load import load_suite
 from bench.suite.recipe import EvalConfig, TrainConfig
 from tests.test_suite_hostile import deadline

@@ -12,10 +12,11 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+
 
 from sqlalchemy.engine import Engine
 
+from bench.cli.common import open_results
 from bench.db.database import DEFAULT_DB, open_db
 from bench.errors import BenchError, printable
 from bench.protected_files import database_files, refuse_overwrite
@@ -73,11 +74,6 @@ cells were compared."""
 
 
 # ============================================================================ helpers
-
-def open_results(db: str | Path | None) -> Engine:
-    """Open an existing results database; a missing one is a BenchError, not a new file."""
-    return open_db(db, create=False)
-
 
 def _output_dir(path: Path, flag: str) -> None:
     """A folder to write into: refuse a file in its place (or in place of a parent)."""
@@ -137,7 +133,7 @@ def _report_sources(args: argparse.Namespace) -> tuple[Engine, list[dict], str]:
             raise BenchError(f"no results database at {db_arg} and no suite file {suite} to take "
                              f"the tables from: run `python -m bench run suite.yaml` first, or "
                              f"pass --db or --suite")
-        from bench.db.record import record_tables
+        from bench.run.record import record_tables
         from bench.suite.load import load_suite
         engine = open_db("sqlite://")
         record_tables(engine, load_suite(suite))
@@ -328,20 +324,3 @@ def add_subcommands(subparsers) -> None:
     c.add_argument("--markdown", metavar="FILE", help="also write a Markdown table")
     _add_db(c)
     c.set_defaults(func=cmd_check)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="bench report / baseline / check")
-    add_subcommands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one of these subcommands; errors as `bench.cli.main` reports them."""
-    from bench.cli.main import run_command
-    args = build_parser().parse_args(argv)
-    return run_command(args.func, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

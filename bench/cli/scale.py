@@ -84,7 +84,7 @@ class CellState:
 def cell_states(engine, cells) -> dict[str, CellState]:
     """Each cell's status; a pending cell whose model job a live worker holds is running
     (with the worker, since when, and what it is doing)."""
-    from bench.db import record
+    from bench.run import record
     from bench.db.claims import leases
     known = record.attempts(engine, [c.key for c in cells])
     held = leases(engine, sorted({c.model.key for c in cells}))
@@ -126,7 +126,7 @@ def add_subcommands(sub) -> None:
 
 def cmd_workers(args) -> int:
     from bench.db.claims import leases, workers
-    from bench.cli.report import open_results
+    from bench.cli.common import open_results
     from bench.run.summary import WorkerSummary
     engine = open_results(args.db)
     views = workers(engine, run_id=args.run)

@@ -26,7 +26,7 @@ import typing
 from typing import Any, Literal, Mapping, Union
 
 from bench.plugins.registry import did_you_mean
-from bench.suite.eps import parse_eps
+from bench.plugins.eps import parse_eps
 
 
 class ConfigError(ValueError):
@@ -54,7 +54,7 @@ class EpsValue(float):
     """An ε-like option written 0.3, 2 or "8/255": the float, remembering its `literal`.
 
     `literal` (a number, or the string verbatim) is what `config_dict` writes and keys
-    hash, so TRADES' "0.031" and 8/255 stay different cells (bench.suite.eps). Parsed by
+    hash, so TRADES' "0.031" and 8/255 stay different cells (bench.plugins.eps). Parsed by
     `build_config`; in Python pass a float or `EpsValue("8/255")`."""
 
     __slots__ = ("literal",)

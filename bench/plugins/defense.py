@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from bench.plugins.base import Plugin
-from bench.run.precision import frozen_parameters
+from bench.plugins.perturb import frozen_parameters
 
 
 @contextlib.contextmanager

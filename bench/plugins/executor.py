@@ -29,11 +29,13 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from bench.atomic import atomic_write_text
 from bench.plugins.base import Plugin
-from bench.run.plan import Cell
+
+if TYPE_CHECKING:     # types only: the contract sits below the run and the data
+    from bench.run.plan import Cell
 
 
 @dataclass(frozen=True)

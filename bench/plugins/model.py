@@ -11,15 +11,17 @@ the plugin `family` and sets its config field `variant`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import nn
 
 from bench.plugins.base import Plugin
 from bench.plugins.config import build_config
-from bench.data.read import DatasetInfo
 from bench.plugins.registry import MODELS
+
+if TYPE_CHECKING:     # types only: the contract sits below the run and the data
+    from bench.data.read import DatasetInfo
 
 
 class ModelPlugin(Plugin):

@@ -6,9 +6,11 @@ Norms are "linf" or "l2". Nothing here synchronises with the host.
 
 from __future__ import annotations
 
-from typing import Literal
+import contextlib
+from typing import Iterator, Literal
 
 import torch
+from torch import nn
 
 Norm = Literal["linf", "l2"]
 NORMS = ("linf", "l2")
@@ -103,3 +105,18 @@ def within(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: Norm,
     flat = x_adv.flatten(1)
     in_box = (flat.amin(dim=1) >= -atol) & (flat.amax(dim=1) <= 1 + atol)
     return in_ball & in_box
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
+    """Parameters do not require grad inside the block (restored on exit): gradients
+    then reach inputs only, which is all an attack needs, and compiled graphs skip the
+    weight gradients they would otherwise compute."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in params:
+            p.requires_grad_(True)

@@ -20,7 +20,8 @@ from torch import nn
 from bench.data.read import DeviceData
 from bench.data.fetch import load_or_fetch
 from bench.run.plan import Cell
-from bench.run.precision import eval_batch_size, frozen_parameters
+from bench.plugins.perturb import frozen_parameters
+from bench.run.precision import eval_batch_size
 from bench.run.settings import RunSettings
 
 

@@ -12,7 +12,7 @@ import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
 
-from bench.suite.eps import Eps
+from bench.plugins.eps import Eps
 from bench.errors import SuiteError
 from bench.suite.recipe import EvalConfig
 from bench.suite.spec import AttackSpec, ModelSpec, Suite, stable_hash

@@ -36,14 +36,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
 
+from bench.suite.spec import COMPILE_MODES
+
 PRECISIONS = ("fp32", "bf16")
-COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune",
-                 "max-autotune-no-cudagraphs")
 _GRAPH_MODES = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
 SMALL_MODEL_PARAMS = 5_000_000   # below this, a CUDA model is launch-bound: use CUDA graphs
 RECOMPILE_LIMIT = 32             # train/eval × grad/no-grad × frozen/not × static/dynamic
@@ -188,21 +187,6 @@ def eval_batch_size(model: nn.Module, device: str) -> int:
 
 def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-@contextlib.contextmanager
-def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
-    """Parameters do not require grad inside the block (restored on exit): gradients
-    then reach inputs only, which is all an attack needs, and compiled graphs skip the
-    weight gradients they would otherwise compute."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def _raise_recompile_limit() -> None:

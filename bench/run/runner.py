@@ -24,7 +24,7 @@ from typing import Callable
 
 from sqlalchemy.engine import Engine
 
-from bench.db import record
+from bench.run import record
 from bench.plugins.executor import Executor, LaunchContext, default_executor
 from bench.run.plan import Cell
 from bench.run.precision import device_name

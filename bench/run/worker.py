@@ -3,7 +3,7 @@
     loop { claim a model job with pending cells (bench.db.claims)
            → its model: released, cached or trained (bench.run.weights)
            → evaluate its pending cells (bench.run.evaluate)
-           → record each as soon as it is known (bench.db.record)
+           → record each as soon as it is known (bench.run.record)
            → release the claim }
 
 Any number of workers, started by any executor (`executors/`: in this process, one per
@@ -30,7 +30,7 @@ import torch
 from sqlalchemy.engine import Engine
 
 from bench.db import claims as claims_mod
-from bench.db import record
+from bench.run import record
 from bench.run import sanity
 from bench.errors import BenchError, one_line
 from bench.run.evaluate import CellOutcome, EvalData, evaluate

@@ -12,7 +12,7 @@ from typing import Any
 from bench.errors import PluginError, SuiteError
 from bench.plugins.config import ConfigError, build_config
 from bench.plugins.registry import did_you_mean
-from bench.suite.eps import Eps, parse_eps
+from bench.plugins.eps import Eps, parse_eps
 from bench.suite.yamlload import LineDict, LineList
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", re.ASCII)

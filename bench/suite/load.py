@@ -46,11 +46,10 @@ from pathlib import Path
 from bench.plugins.config import ConfigError
 from bench.checkpoints.download import SHA256_RE, RemoteCheckpoint, url_problem
 from bench.errors import PluginError, SuiteError
-from bench.run.precision import COMPILE_MODES
 from bench.suite.recipe import EvalConfig, TrainConfig
 from bench.plugins.registry import ATTACKS, DATASETS, DEFENSES, did_you_mean
-from bench.suite.spec import (EXTERNAL_DEFENSE, AttackSpec, DatasetSpec, Match, MatrixEntry,
-                              ModelSpec, Suite)
+from bench.suite.spec import (COMPILE_MODES, EXTERNAL_DEFENSE, AttackSpec, DatasetSpec, Match,
+                              MatrixEntry, ModelSpec, Suite)
 from bench.suite.tables import TableSpec, parse_table
 from bench.suite.ctx import Ctx as _Ctx   # the name _checkpoint and the sections use
 from bench.suite.yamlload import LineDict, load_yaml

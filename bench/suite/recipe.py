@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bench.suite.eps import parse_eps
+from bench.plugins.eps import parse_eps
 
 # Part of every model key: what the loop's settings mean. 2: a milestone is a 1-based epoch
 # (`epoch >= m` over epochs 1..N, as TRADES', MART's and ATENT's `adjust_learning_rate`);

@@ -12,13 +12,17 @@ from typing import Any
 
 from bench.plugins.config import config_dict
 from bench.checkpoints.download import RemoteCheckpoint
-from bench.suite.eps import Eps
+from bench.plugins.eps import Eps
 from bench.suite.recipe import TRAIN_LOOP_VERSION, EvalConfig, TrainConfig
 from bench.plugins.registry import ATTACKS, DATASETS, DEFENSES
 from bench.suite.tables import Column, TableSpec  # noqa: F401  (Column: re-exported)
 
 EXTERNAL_DEFENSE = "external"   # the defense of a model that only evaluates a released checkpoint
 
+
+# torch.compile's modes a suite may name (`compile_mode:`; bench.run.precision applies them)
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune",
+                 "max-autotune-no-cudagraphs")
 
 @dataclass
 class DatasetSpec:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.plugins.config import config_dict
-from bench.suite.eps import Eps
+from bench.plugins.eps import Eps
 
 TABLE_KEYS = {"title", "source", "order", "tags", "tolerance", "rows", "columns", "reported",
               "reported_by", "orientation", "info", "description"}
