@@ -170,7 +170,8 @@ def _item(x: CellView | WorstCase) -> dict[str, Any]:
 def _environment(escape, **delimiters) -> Environment:
     """Templates for a plain-text format: every {{ }} value goes through `escape` (finalize),
     so names stay text; the markup lives in the templates."""
-    return Environment(loader=FileSystemLoader(str(TEMPLATE_DIR)), autoescape=False,
+    # nosec B701: these are Markdown and LaTeX, not HTML; `finalize=escape` escapes every value
+    return Environment(loader=FileSystemLoader(str(TEMPLATE_DIR)), autoescape=False,  # nosec B701
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                        keep_trailing_newline=True, finalize=escape, **delimiters)
 

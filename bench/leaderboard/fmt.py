@@ -33,7 +33,7 @@ def slug(name: str) -> str:
     changed or cut gets a short hash of itself, which keeps different names apart."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "x"
     if s != name or len(s) > SLUG_MAX:
-        s = f"{s[:60]}-{hashlib.sha1(str(name).encode()).hexdigest()[:8]}"
+        s = f"{s[:60]}-{hashlib.sha1(str(name).encode(), usedforsecurity=False).hexdigest()[:8]}"
     return s
 
 
