@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from bench.db import database as db
+from bench.db.chunks import select_in
 from bench.db.provenance import host
 from bench.db.retry import with_retry
 
@@ -68,12 +69,8 @@ def leases(engine: Engine, keys: list[str] | None = None) -> dict[str, Lease]:
         with engine.connect() as c:
             now = db.server_now(c)
             q = select(db.LeaseRecord)
-            rows = []
-            if keys is None:
-                rows = list(c.execute(q))
-            else:
-                for i in range(0, len(keys), 500):
-                    rows += list(c.execute(q.where(db.LeaseRecord.model_key.in_(keys[i:i + 500]))))
+            rows = (list(c.execute(q)) if keys is None
+                    else select_in(c, q, db.LeaseRecord.model_key, keys))
             return {r.model_key: Lease(r.model_key, r.model_name, r.owner, r.host, r.pid, r.acquired,
                                        r.heartbeat, r.expires, r.stage, r.previous_owner,
                                        r.takeovers, now) for r in rows}

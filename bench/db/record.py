@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from bench.db import database as db
+from bench.db.chunks import select_in
 from bench.run import sanity
 from bench.run.evaluate import CellOutcome
 from bench.run.plan import Cell
@@ -143,11 +144,10 @@ def attempts(engine: Engine, keys: list[str]) -> dict[str, Attempt]:
     def read():
         out: dict[str, Attempt] = {}
         with Session(engine) as s:
-            for i in range(0, len(keys), 500):
-                q = select(db.ResultRecord.cell_key, db.ResultRecord.status, db.ResultRecord.run_id,
-                           db.ResultRecord.created).where(db.ResultRecord.cell_key.in_(keys[i:i + 500]))
-                for key, status, run_id, created in s.execute(q):
-                    out[key] = Attempt(status, run_id, created)
+            q = select(db.ResultRecord.cell_key, db.ResultRecord.status, db.ResultRecord.run_id,
+                       db.ResultRecord.created)
+            for key, status, run_id, created in select_in(s, q, db.ResultRecord.cell_key, keys):
+                out[key] = Attempt(status, run_id, created)
         return out
     return with_retry(read, what="reading cell status")
 
@@ -169,8 +169,8 @@ def is_pending(a: Attempt | None, *, force: bool, run_id: int, run_started: dt.d
 def models_done(engine: Engine, keys: list[str]) -> set[str]:
     def read():
         with Session(engine) as s:
-            return set(s.scalars(select(db.ModelRecord.key).where(
-                db.ModelRecord.key.in_(keys), db.ModelRecord.status == "done")))
+            return {key for key, in select_in(s, select(db.ModelRecord.key).where(
+                db.ModelRecord.status == "done"), db.ModelRecord.key, keys)}
     return with_retry(read, what="reading model status") if keys else set()
 
 
@@ -183,14 +183,10 @@ def collect_summary(engine: Engine, run_id: int, cells: list[Cell], run_started:
 
     def read():
         with Session(engine) as s:
-            keys = list(by_key)
-            rows = []
-            for i in range(0, len(keys), 500):
-                rows += list(s.execute(select(
-                    db.ResultRecord.cell_key, db.ResultRecord.status, db.ResultRecord.robust_acc,
-                    db.ResultRecord.seconds, db.ResultRecord.error, db.ResultRecord.run_id,
-                    db.ResultRecord.created).where(db.ResultRecord.cell_key.in_(keys[i:i + 500]))))
-            return rows
+            return select_in(s, select(
+                db.ResultRecord.cell_key, db.ResultRecord.status, db.ResultRecord.robust_acc,
+                db.ResultRecord.seconds, db.ResultRecord.error, db.ResultRecord.run_id,
+                db.ResultRecord.created), db.ResultRecord.cell_key, list(by_key))
     rows = {r.cell_key: r for r in with_retry(read, what="reading the run's results")}
     for c in cells:              # in selection order
         r = rows.get(c.key)
