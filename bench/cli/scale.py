@@ -1,7 +1,8 @@
 """CLI for many workers: `run`'s executor flags, `bench workers`, the running cells of `ls`.
 
 `bench.cli.main` calls `add_run_args(run_parser)`, `executor_from_args(args, suite)`,
-`add_subcommands(subparsers)`, `cell_states(engine, cells)` and `print_workers(summary)`.
+`add_subcommands(subparsers)`, `iter_states(engine, cells)` (`cell_states` for a
+few cells) and `print_workers(summary)`.
 """
 
 from __future__ import annotations
@@ -73,33 +74,73 @@ def executor_from_args(args, suite):
 
 # ---------------------------------------------------------------------- ls: running cells
 
+LS_BLOCK = 10_000      # cells whose keys and states are held at once while `ls` lists them
+
+
 @dataclass
 class CellState:
     status: str          # done / failed / running / pending
     note: str = ""
+    n: int = 0           # examples of the stored result (0: none)
+    n_correct: int = 0
 
 
-def cell_states(engine, cells) -> dict[str, CellState]:
-    """Each cell's status; a pending cell whose model job a live worker holds is running
-    (with the worker, since when, and what it is doing)."""
-    from bench.db import record
+def cell_states(engine, cells, keys: list[str] | None = None, *, results=None,
+                held=None) -> dict[str, CellState]:
+    """The status of each cell that has a stored result or whose model job a worker
+    holds, by cell key: a pending cell whose model job a live worker holds is running
+    (with the worker, since when, and what it is doing). The other cells are pending and
+    left out. One read of the results serves status and accuracy.
+
+    `keys`: the cells' keys if the caller has them; `results`: (status, n, n_correct) by
+    key as `db.result_summaries` reads them, and `held`: the leases by model key, if the
+    caller read them already (for all cells at once)."""
+    from bench.db import database as db
     from bench.db.claims import leases
-    known = record.attempts(engine, [c.key for c in cells])
-    held = leases(engine, sorted({c.model.key for c in cells}))
+    from bench.run.plan import model_keys
+    keys = [c.key for c in cells] if keys is None else keys
+    if results is None:
+        results = db.result_summaries(engine, keys)
+    if held is None:
+        held = leases(engine, sorted(model_keys(cells)))
     out = {}
-    for c in cells:
-        a = known.get(c.key)
-        lease = held.get(c.model.key)
-        if a is not None and a.status == "done":
-            out[c.key] = CellState("done")
+    for c, key in zip(cells, keys):
+        r = results.get(key)
+        lease = held.get(c.model_key) if held else None
+        if r is None and lease is None:
+            continue
+        status, n, k = r if r is not None else ("pending", 0, 0)
+        if status == "done":
+            out[key] = CellState("done", "", n, k)
         elif lease is not None and not lease.expired:
-            out[c.key] = CellState("running", f"{lease.owner} since {_hms(lease.acquired)} UTC ({lease.stage})")
+            out[key] = CellState("running", f"{lease.owner} since {_hms(lease.acquired)} UTC ({lease.stage})")
         elif lease is not None:
-            out[c.key] = CellState(a.status if a else "pending",
-                                   f"claim by {lease.owner} expired {-lease.seconds_left:.0f}s ago")
+            out[key] = CellState(status, f"claim by {lease.owner} expired {-lease.seconds_left:.0f}s ago", n, k)
         else:
-            out[c.key] = CellState(a.status if a else "pending")
+            out[key] = CellState(status, "", n, k)
     return out
+
+
+def iter_states(engine, cells, block: int = LS_BLOCK):
+    """(cell, key, CellState or None: pending) of each cell in order, for `ls` and
+    `run --dry-run`: keys made and states read `block` cells at a time, so memory stays
+    bounded however many cells. The results are read in one pass when the table has no
+    more rows than there are cells (10⁵ rows: a second), else by key in IN lists
+    (`bench.db.chunks`)."""
+    from bench.db import database as db
+    from bench.db.claims import leases
+    from bench.run.plan import model_keys
+    results = held = None
+    if engine is not None:
+        held = leases(engine, sorted(model_keys(cells)))
+        if db.count_results(engine) <= len(cells):
+            results = db.result_summaries(engine, None)
+    for i in range(0, len(cells), block):
+        part = cells[i:i + block]
+        keys = [c.key for c in part]
+        states = {} if engine is None else cell_states(engine, part, keys, results=results, held=held)
+        for c, key in zip(part, keys):
+            yield c, key, states.get(key)
 
 
 def _hms(t: dt.datetime) -> str:

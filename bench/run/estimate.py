@@ -213,7 +213,8 @@ def arch_costs(specs: Iterable[ModelSpec], device: str, device_desc: str,
     """One ArchCost per distinct (architecture, its config, dataset) of `specs`."""
     history = _history(engine, device_desc)
     out: dict[str, ArchCost] = {}
-    for spec in specs:
+    # the cells of a plan share their spec objects: each distinct one once
+    for spec in {id(s): s for s in specs}.values():
         key = _arch_id(spec)
         if key in out:
             continue
@@ -263,13 +264,32 @@ class Estimate:
 
 def estimate(to_train: list[ModelJob], cells: list[Cell], device: str, device_desc: str,
              engine: Engine | None) -> tuple[Estimate, dict[str, ArchCost]]:
+    """The work and time of training `to_train` and evaluating `cells`. The work of a cell
+    depends on its attack, eval config and dataset only, its cost on its model's
+    architecture: each is worked out once per distinct object (10⁶ cells share ~10²), and
+    the cells' entries share them."""
     specs = [j.model for j in to_train] + [c.model for c in cells]
     costs = arch_costs(specs, device, device_desc, engine)
+    del specs
+    arch_of: dict[int, ArchCost] = {}
+    works: dict[tuple[int, int, int], tuple[EvalWork, ArchCost]] = {}
+
+    def cost(spec: ModelSpec) -> ArchCost:
+        c = arch_of.get(id(spec))
+        if c is None:
+            c = arch_of[id(spec)] = costs[_arch_id(spec)]
+        return c
+
     est = Estimate()
     for j in to_train:
-        est.train.append((j, train_work(j.model), costs[_arch_id(j.model)]))
-    for c in cells:
-        est.evals.append((c, eval_work(c), costs[_arch_id(c.model)]))
+        est.train.append((j, train_work(j.model), cost(j.model)))
+    evals = est.evals
+    for c in cells:              # the cells keep the objects whose ids key these memos alive
+        k = (id(c.attack), id(c.eval), id(c.model))
+        wc = works.get(k)
+        if wc is None:
+            wc = works[k] = (eval_work(c), cost(c.model))
+        evals.append((c, *wc))
     return est, costs
 
 
