@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import sys
 from dataclasses import dataclass
 
@@ -85,51 +86,35 @@ class CellState:
     n_correct: int = 0
 
 
-def cell_states(engine, cells, keys: list[str] | None = None, *, results=None,
-                held=None) -> dict[str, CellState]:
+def cell_states(engine, cells, keys: list[str] | None = None) -> dict[str, CellState]:
     """The status of each cell that has a stored result or whose model job a worker
     holds, by cell key: a pending cell whose model job a live worker holds is running
     (with the worker, since when, and what it is doing). The other cells are pending and
-    left out. One read of the results serves status and accuracy.
-
-    `keys`: the cells' keys if the caller has them; `results`: (status, n, n_correct) by
-    key as `db.result_summaries` reads them, and `held`: the leases by model key, if the
-    caller read them already (for all cells at once)."""
-    from bench.db import database as db
-    from bench.db.claims import leases
-    from bench.run.plan import model_keys
-    keys = [c.key for c in cells] if keys is None else keys
-    if results is None:
-        results = db.result_summaries(engine, keys)
-    if held is None:
-        held = leases(engine, sorted(model_keys(cells)))
-    out = {}
-    for c, key in zip(cells, keys):
-        r = results.get(key)
-        lease = held.get(c.model_key) if held else None
-        if r is None and lease is None:
-            continue
-        status, n, k = r if r is not None else ("pending", 0, 0)
-        if status == "done":
-            out[key] = CellState("done", "", n, k)
-        elif lease is not None and not lease.expired:
-            out[key] = CellState("running", f"{lease.owner} since {_hms(lease.acquired)} UTC ({lease.stage})")
-        elif lease is not None:
-            out[key] = CellState(status, f"claim by {lease.owner} expired {-lease.seconds_left:.0f}s ago", n, k)
-        else:
-            out[key] = CellState(status, "", n, k)
-    return out
+    left out. One read of the results serves status and accuracy. (`iter_states` for
+    many cells.)"""
+    return {key: state for _, key, state in iter_states(engine, cells, keys=keys) if state is not None}
 
 
-def iter_states(engine, cells, block: int = LS_BLOCK):
+def _state(result: tuple[str, int, int] | None, lease) -> CellState:
+    status, n, k = result if result is not None else ("pending", 0, 0)
+    if status == "done":
+        return CellState("done", "", n, k)
+    if lease is not None and not lease.expired:
+        return CellState("running", f"{lease.owner} since {_hms(lease.acquired)} UTC ({lease.stage})")
+    if lease is not None:
+        return CellState(status, f"claim by {lease.owner} expired {-lease.seconds_left:.0f}s ago", n, k)
+    return CellState(status, "", n, k)
+
+
+def iter_states(engine, cells, block: int = LS_BLOCK, keys: list[str] | None = None):
     """(cell, key, CellState or None: pending) of each cell in order, for `ls` and
     `run --dry-run`: keys made and states read `block` cells at a time, so memory stays
     bounded however many cells. The results are read in one pass when the table has no
     more rows than there are cells (10⁵ rows: a second), else by key in IN lists
-    (`bench.db.chunks`)."""
+    (`bench.db.chunks`). `keys`: the cells' keys, if the caller has them."""
     from bench.db import database as db
     from bench.db.claims import leases
-    from bench.run.plan import model_keys
+    from bench.run.plan import cell_keys, model_keys
     results = held = None
     if engine is not None:
         held = leases(engine, sorted(model_keys(cells)))
@@ -137,10 +122,15 @@ def iter_states(engine, cells, block: int = LS_BLOCK):
             results = db.result_summaries(engine, None)
     for i in range(0, len(cells), block):
         part = cells[i:i + block]
-        keys = [c.key for c in part]
-        states = {} if engine is None else cell_states(engine, part, keys, results=results, held=held)
-        for c, key in zip(part, keys):
-            yield c, key, states.get(key)
+        part_keys = cell_keys(part) if keys is None else keys[i:i + block]
+        if engine is None:
+            yield from zip(part, part_keys, itertools.repeat(None))
+            continue
+        found = db.result_summaries(engine, part_keys) if results is None else results
+        for c, key in zip(part, part_keys):
+            r = found.get(key)
+            lease = held.get(c.model_key) if held else None
+            yield c, key, None if r is None and lease is None else _state(r, lease)
 
 
 def _hms(t: dt.datetime) -> str:

@@ -62,20 +62,14 @@ class _KeyParts:
         return hit[1]
 
     def _text(self, obj: Any, make: Callable[[Any], Any]) -> str:
-        hit = self._texts[id(obj)] = (obj, _dumps(make(obj)))
+        hit = self._texts.get(id(obj))
+        if hit is None:
+            hit = self._texts[id(obj)] = (obj, _dumps(make(obj)))
         return hit[1]
 
-    def cell_key(self, c: "Cell") -> str:
-        """sha256 of `_dumps(c.resolved())`, its keys in sorted order: attack, compile, eps,
-        eval, model, model_key, precision, seed, smoke."""
-        texts = self._texts
-        attack, eps, ev = texts.get(id(c.attack)), texts.get(id(c.eps)), texts.get(id(c.eval))
-        attack = self._text(c.attack, AttackSpec.resolved) if attack is None else attack[1]
-        eps = (self._text(c.eps, lambda e: {"literal": e.literal, "value": e.value})
-               if eps is None else eps[1])
-        ev = self._text(c.eval, lambda v: {"split": v.split, "n": v.n}) if ev is None else ev[1]
-        model = self._models.get(id(c.model))
-        model = self.model(c.model) if model is None else model[1]
+    def _frame(self, c: "Cell") -> tuple[str, str]:
+        """The text of `c`'s resolved config before its ε's and after it: the keys in
+        sorted order are attack, compile, eps, eval, model, model_key, precision, seed, smoke."""
         # with the types: True == 1 would otherwise share an entry and its text
         consts = (c.compile, type(c.compile), c.precision, type(c.precision), c.seed, type(c.seed),
                   c.smoke, type(c.smoke))
@@ -84,8 +78,40 @@ class _KeyParts:
             tail = self._consts[consts] = (_dumps(c.compile),
                                            f'"precision":{_dumps(c.precision)},"seed":{_dumps(c.seed)},'
                                            f'"smoke":{_dumps(c.smoke)}}}')
-        blob = f'{{"attack":{attack},"compile":{tail[0]},"eps":{eps},"eval":{ev},{model[2]},{tail[1]}'
-        return sha256(blob.encode()).hexdigest()
+        attack = self._text(c.attack, AttackSpec.resolved)
+        ev = self._text(c.eval, lambda v: {"split": v.split, "n": v.n})
+        return (f'{{"attack":{attack},"compile":{tail[0]},"eps":',
+                f',"eval":{ev},{self.model(c.model)[2]},{tail[1]}')
+
+    def _eps(self, e: Eps) -> str:
+        return self._text(e, lambda e: {"literal": e.literal, "value": e.value})
+
+    def cell_key(self, c: "Cell") -> str:
+        """sha256 of `_dumps(c.resolved())`."""
+        head, tail = self._frame(c)
+        return sha256(f"{head}{self._eps(c.eps)}{tail}".encode()).hexdigest()
+
+    def cell_keys(self, cells: list["Cell"]) -> list[str]:
+        """`cell_key` of each cell, the frame made again only when a cell's attack, eval,
+        model or constants are other objects than the previous cell's (in a plan the ε
+        varies fastest): about twice as fast as one `cell_key` per cell."""
+        out: list[str] = []
+        last = head = tail = None
+        texts = self._texts
+        for c in cells:
+            if c._parts is not self:
+                out.append(c.key)
+                continue
+            if (last is None or c.attack is not last.attack or c.eval is not last.eval
+                    or c.model is not last.model or c.compile is not last.compile
+                    or c.precision is not last.precision or c.seed is not last.seed
+                    or c.smoke is not last.smoke):
+                head, tail = self._frame(c)
+                last = c
+            eps = texts.get(id(c.eps))
+            eps = self._eps(c.eps) if eps is None else eps[1]
+            out.append(sha256(f"{head}{eps}{tail}".encode()).hexdigest())
+        return out
 
 
 @dataclass(slots=True)
@@ -289,3 +315,10 @@ def model_keys(cells: list[Cell]) -> list[str]:
     """The distinct model keys of `cells`, in first-appearance order (a key per spec object)."""
     specs = {id(c.model): c for c in cells}
     return list(dict.fromkeys(c.model_key for c in specs.values()))
+
+
+def cell_keys(cells: list[Cell]) -> list[str]:
+    """`[c.key for c in cells]`, faster for cells that one `expand` made (one frame of
+    text per run of cells that differ only in ε)."""
+    parts = cells[0]._parts if cells else None
+    return parts.cell_keys(cells) if parts is not None else [c.key for c in cells]
