@@ -71,10 +71,10 @@ def planned(suite) -> list[tuple[str, str, list[str], list[str]]]:
 EPS = ["0.1", "0.2", "8/255", "0.3"]
 match = st.fixed_dictionaries({}, optional={"model": st.sampled_from(["m0", "m1", "m2"]),
                                             "attack": st.sampled_from(["clean", "pgd", "pgd_b"]),
-                                            "eps": st.sampled_from(EPS)}).filter(bool)
+                                            "eps": st.sampled_from(EPS + ["0"])}).filter(bool)
 include = st.fixed_dictionaries({"model": st.sampled_from(["m0", "m1", "m2"]),
                                  "attack": st.sampled_from(["clean", "pgd", "pgd_b"]),
-                                 "eps": st.sampled_from(EPS + ["0.5"])})
+                                 "eps": st.sampled_from(EPS + ["0.5", "0"])})   # "0": clean's NO_EPS
 entry = st.fixed_dictionaries({
     "models": st.lists(st.sampled_from(["m0", "m1", "m2"]), min_size=1, max_size=3),
     "attacks": st.lists(st.sampled_from(["clean", "pgd", "pgd_b"]), min_size=1, max_size=3),
