@@ -7,6 +7,8 @@ with one line on stderr and exit status 2; a run in which some cells failed exit
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import sys
 from pathlib import Path
 
@@ -172,6 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------- commands
 
+@contextlib.contextmanager
+def _gc_frozen():
+    """While a command uses its plan: the cyclic garbage collector leaves alone what is
+    alive now (10⁶ cells, made while it was off, would otherwise be walked again and again:
+    ~20% of `ls` or `run --dry-run`); they are handed back to it at the end."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _load(args):
     from bench.run.plan import expand
     from bench.suite.load import load_suite
@@ -237,25 +251,32 @@ def cmd_ls(args) -> int:
         from bench.errors import BenchError
         raise BenchError("ls needs a suite file (or --plugins)")
     from bench.cli import scale as cli_scale
-    from bench.db import database as db
     suite, cells = _load(args)
-    engine = _existing_db(args.db)
-    # running: a live worker holds the cell's model job
-    known = cli_scale.cell_states(engine, cells) if engine is not None else {}
-    summaries = db.result_summaries(engine, [c.key for c in cells]) if engine is not None else {}
-    width = max(len(c.id) for c in cells)
-    counts: dict[str, int] = {}
-    for c in cells:
-        state = known.get(c.key)
-        st, note = (state.status, state.note) if state is not None else ("pending", "")
-        counts[st] = counts.get(st, 0) + 1
-        _, n, k = summaries.get(c.key, ("pending", 0, 0))
-        acc = f"{100 * k / n:6.2f}%" if st == "done" and n else ""
-        print(f"{c.id:<{width}}  {st:<7}  {acc:>7}  {c.key[:12]}" + ("  smoke" if c.smoke else "")
-              + (f"  {note}" if note else ""))
-    print(f"{len(cells)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-          + ("" if engine is not None else " (no results database yet)"), file=sys.stderr)
-    return 0
+    with _gc_frozen():
+        engine = _existing_db(args.db)
+        # running: a live worker holds the cell's model job
+        width = max(len(c.id) for c in cells)
+        counts: dict[str, int] = {}
+        lines: list[str] = []
+        pending = f"  {'pending':<7}  {'':>7}  "
+        for c, key, state in cli_scale.iter_states(engine, cells):
+            if state is None:                    # most cells of a large suite: the short way
+                counts["pending"] = counts.get("pending", 0) + 1
+                lines.append(f"{c.id.ljust(width)}{pending}{key[:12]}{'  smoke' if c.smoke else ''}\n")
+            else:
+                st, note = state.status, state.note
+                counts[st] = counts.get(st, 0) + 1
+                acc = f"{100 * state.n_correct / state.n:6.2f}%" if st == "done" and state.n else ""
+                lines.append(f"{c.id:<{width}}  {st:<7}  {acc:>7}  {key[:12]}"
+                             + ("  smoke" if c.smoke else "") + (f"  {note}" if note else "") + "\n")
+            if len(lines) >= 10_000:             # 10⁶ cells: written as they come, not kept
+                sys.stdout.write("".join(lines))
+                lines.clear()
+        sys.stdout.write("".join(lines))
+        sys.stdout.flush()
+        print(f"{len(cells)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+              + ("" if engine is not None else " (no results database yet)"), file=sys.stderr)
+        return 0
 
 
 def _ls_plugins() -> int:
@@ -318,7 +339,8 @@ def cmd_run(args) -> int:
                          f"(or $BENCH_DATA_ROOT) a folder")
     if args.dry_run:
         engine = _existing_db(args.db)
-        return _dry_run(suite, cells, engine, device, data_root, args)
+        with _gc_frozen():
+            return _dry_run(suite, cells, engine, device, data_root, args)
     _writable_dir(Path(args.results_dir), "--results-dir")
     engine = db.open_db(args.db)
     site = None if args.no_report else _site_dir(args)
@@ -343,25 +365,29 @@ def cmd_run(args) -> int:
 
 
 def _dry_run(suite, cells, engine, device: str, data_root: Path, args) -> int:
+    import contextlib
+
     from sqlalchemy.orm import Session
 
-    from bench.db import database as db
     from bench.db.schema import ModelRecord
     from bench.data.read import split_present
     from bench.run.estimate import estimate, human_count, human_seconds
     from bench.run.plan import group
     from bench.run.precision import device_name
-    known = db.result_summaries(engine, [c.key for c in cells]) if engine is not None else {}
-    pending = [c for c in cells if args.force or known.get(c.key, ("pending",))[0] != "done"]
+    from bench.cli import scale as cli_scale
+    if engine is None or args.force:
+        pending = list(cells)
+    else:                        # results read in blocks of cells (or in one pass), not per cell
+        pending = [c for c, _, state in cli_scale.iter_states(engine, cells)
+                   if state is None or state.status != "done"]
     jobs = group(pending)
     to_train, released = [], [j for j in jobs if j.model.checkpoint is not None]
-    for j in jobs:
-        rec = None
-        if engine is not None:
-            with Session(engine) as s:
-                rec = s.get(ModelRecord, j.key)
-        if j.model.checkpoint is None and (rec is None or not Path(rec.checkpoint_path).exists()):
-            to_train.append(j)
+    with Session(engine) if engine is not None else contextlib.nullcontext() as s:
+        for j in jobs:
+            rec = s.get(ModelRecord, j.key) if s is not None else None
+            if j.model.checkpoint is None and (rec is None or not Path(rec.checkpoint_path).exists()):
+                to_train.append(j)
+    training = {id(j) for j in to_train}
     desc = device_name(device)
     print(f"device: {device} — {desc}")
 
@@ -369,7 +395,7 @@ def _dry_run(suite, cells, engine, device: str, data_root: Path, args) -> int:
     needs: dict[str, set[str]] = {}
     for j in jobs:
         ds = j.model.dataset.plugin
-        if j in to_train:
+        if id(j) in training:
             needs.setdefault(ds, set()).add("train")
         needs.setdefault(ds, set()).update(c.eval.split for c in j.cells)
     print(f"data root: {data_root}")
@@ -407,10 +433,19 @@ def _dry_run(suite, cells, engine, device: str, data_root: Path, args) -> int:
                 where = str(src)
             print(f"  {j.model.name:<28} {where}")
     print(f"would evaluate {len(pending)} cell(s) ({len(cells) - len(pending)} already done):")
+    works: dict[int, str] = {}                # the cells share their EvalWork objects
+    lines: list[str] = []
     for c, w, cost in est.evals:
-        per = f"{w.per_example}" if w.exact else f"≥{w.per_example}"
-        print(f"  {c.id}  n={w.n:,} × {per} passes = {'' if w.exact else '≥'}{w.passes:,}"
-              + ("  smoke" if c.smoke else ""))
+        text = works.get(id(w))
+        if text is None:
+            per = f"{w.per_example}" if w.exact else f"≥{w.per_example}"
+            text = works[id(w)] = f"  n={w.n:,} × {per} passes = {'' if w.exact else '≥'}{w.passes:,}"
+        lines.append(f"  {c.id}{text}" + ("  smoke\n" if c.smoke else "\n"))
+        if len(lines) >= 10_000:              # 10⁶ cells: written as they come, not kept
+            sys.stdout.write("".join(lines))
+            lines.clear()
+    sys.stdout.write("".join(lines))
+    sys.stdout.flush()
     print(f"estimate on {device}: training {human_count(est.train_passes)} passes ≈ "
           f"{human_seconds(est.train_seconds)}, evaluation {'≥' if not est.eval_exact else ''}"
           f"{human_count(est.eval_passes)} passes ≈ {human_seconds(est.eval_seconds)}")

@@ -1,13 +1,15 @@
 """CLI for many workers: `run`'s executor flags, `bench workers`, the running cells of `ls`.
 
 `bench.cli.main` calls `add_run_args(run_parser)`, `executor_from_args(args, suite)`,
-`add_subcommands(subparsers)`, `cell_states(engine, cells)` and `print_workers(summary)`.
+`add_subcommands(subparsers)`, `iter_states(engine, cells)` (`cell_states` for a
+few cells) and `print_workers(summary)`.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import sys
 from dataclasses import dataclass
 
@@ -75,33 +77,62 @@ def executor_from_args(args, suite):
 
 # ---------------------------------------------------------------------- ls: running cells
 
+LS_BLOCK = 10_000      # cells whose keys and states are held at once while `ls` lists them
+
+
 @dataclass
 class CellState:
     status: str          # done / failed / running / pending
     note: str = ""
+    n: int = 0           # examples of the stored result (0: none)
+    n_correct: int = 0
 
 
-def cell_states(engine, cells) -> dict[str, CellState]:
-    """Each cell's status; a pending cell whose model job a live worker holds is running
-    (with the worker, since when, and what it is doing)."""
-    from bench.run import record
+def cell_states(engine, cells, keys: list[str] | None = None) -> dict[str, CellState]:
+    """The status of each cell that has a stored result or whose model job a worker
+    holds, by cell key: a pending cell whose model job a live worker holds is running
+    (with the worker, since when, and what it is doing). The other cells are pending and
+    left out. One read of the results serves status and accuracy. (`iter_states` for
+    many cells.)"""
+    return {key: state for _, key, state in iter_states(engine, cells, keys=keys) if state is not None}
+
+
+def _state(result: tuple[str, int, int] | None, lease) -> CellState:
+    status, n, k = result if result is not None else ("pending", 0, 0)
+    if status == "done":
+        return CellState("done", "", n, k)
+    if lease is not None and not lease.expired:
+        return CellState("running", f"{lease.owner} since {_hms(lease.acquired)} UTC ({lease.stage})")
+    if lease is not None:
+        return CellState(status, f"claim by {lease.owner} expired {-lease.seconds_left:.0f}s ago", n, k)
+    return CellState(status, "", n, k)
+
+
+def iter_states(engine, cells, block: int = LS_BLOCK, keys: list[str] | None = None):
+    """(cell, key, CellState or None: pending) of each cell in order, for `ls` and
+    `run --dry-run`: keys made and states read `block` cells at a time, so memory stays
+    bounded however many cells. The results are read in one pass when the table has no
+    more rows than there are cells (10⁵ rows: a second), else by key in IN lists
+    (`bench.db.chunks`). `keys`: the cells' keys, if the caller has them."""
+    from bench.db import database as db
     from bench.db.claims import leases
-    known = record.attempts(engine, [c.key for c in cells])
-    held = leases(engine, sorted({c.model.key for c in cells}))
-    out = {}
-    for c in cells:
-        a = known.get(c.key)
-        lease = held.get(c.model.key)
-        if a is not None and a.status == "done":
-            out[c.key] = CellState("done")
-        elif lease is not None and not lease.expired:
-            out[c.key] = CellState("running", f"{lease.owner} since {_hms(lease.acquired)} UTC ({lease.stage})")
-        elif lease is not None:
-            out[c.key] = CellState(a.status if a else "pending",
-                                   f"claim by {lease.owner} expired {-lease.seconds_left:.0f}s ago")
-        else:
-            out[c.key] = CellState(a.status if a else "pending")
-    return out
+    from bench.run.plan import cell_keys, model_keys
+    results = held = None
+    if engine is not None:
+        held = leases(engine, sorted(model_keys(cells)))
+        if db.count_results(engine) <= len(cells):
+            results = db.result_summaries(engine, None)
+    for i in range(0, len(cells), block):
+        part = cells[i:i + block]
+        part_keys = cell_keys(part) if keys is None else keys[i:i + block]
+        if engine is None:
+            yield from zip(part, part_keys, itertools.repeat(None))
+            continue
+        found = db.result_summaries(engine, part_keys) if results is None else results
+        for c, key in zip(part, part_keys):
+            r = found.get(key)
+            lease = held.get(c.model_key) if held else None
+            yield c, key, None if r is None and lease is None else _state(r, lease)
 
 
 def _hms(t: dt.datetime) -> str:

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from bench.db import database as db
+from bench.db.chunks import select_in
 from bench.db.provenance import host
 from bench.db.retry import with_retry
 from bench.db.schema import LeaseRecord, WorkerRecord
@@ -81,12 +82,8 @@ def leases(engine: Engine, keys: list[str] | None = None) -> dict[str, Lease]:
         with engine.connect() as c:
             now = db.server_now(c)
             q = select(LeaseRecord)
-            rows = []
-            if keys is None:
-                rows = list(c.execute(q))
-            else:
-                for i in range(0, len(keys), 500):
-                    rows += list(c.execute(q.where(LeaseRecord.model_key.in_(keys[i:i + 500]))))
+            rows = (list(c.execute(q)) if keys is None
+                    else select_in(c, q, LeaseRecord.model_key, keys))
             return {r.model_key: Lease(r.model_key, r.model_name, r.owner, r.host, r.pid, r.acquired,
                                        r.heartbeat, r.expires, r.stage, r.previous_owner,
                                        r.takeovers, now) for r in rows}

@@ -255,14 +255,19 @@ def _check_schema(engine: Engine, url: str, create: bool, hint: str = OPEN_HINT)
         Base.metadata.create_all(conn)  # tables added by later versions
 
 
-def result_summaries(engine: Engine, keys: list[str]) -> dict[str, tuple[str, int, int]]:
-    """(status, n, n_correct) of each cell key present in the database."""
-    out: dict[str, tuple[str, int, int]] = {}
+def result_summaries(engine: Engine, keys: list[str] | None) -> dict[str, tuple[str, int, int]]:
+    """(status, n, n_correct) of each cell key present in the database; of every result
+    with keys None (one pass: what a caller with more keys than the table has rows wants,
+    `bench.db.chunks`)."""
+    from bench.db.chunks import select_in
+    q = select(ResultRecord.cell_key, ResultRecord.status, ResultRecord.n, ResultRecord.n_correct)
     with Session(engine) as s:
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            for key, status, n, k in s.execute(
-                    select(ResultRecord.cell_key, ResultRecord.status, ResultRecord.n,
-                           ResultRecord.n_correct).where(ResultRecord.cell_key.in_(chunk))):
-                out[key] = (status, n or 0, k or 0)
-    return out
+        rows = s.execute(q) if keys is None else select_in(s, q, ResultRecord.cell_key, keys)
+        return {key: (status, n or 0, k or 0) for key, status, n, k in rows}
+
+
+def count_results(engine: Engine) -> int:
+    """The number of stored results (done or failed)."""
+    from bench.db.chunks import count_rows
+    with Session(engine) as s:
+        return count_rows(s, ResultRecord)

@@ -24,7 +24,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from sqlalchemy import select
@@ -213,7 +213,8 @@ def arch_costs(specs: Iterable[ModelSpec], device: str, device_desc: str,
     """One ArchCost per distinct (architecture, its config, dataset) of `specs`."""
     history = _history(engine, device_desc)
     out: dict[str, ArchCost] = {}
-    for spec in specs:
+    # the cells of a plan share their spec objects: each distinct one once
+    for spec in {id(s): s for s in specs}.values():
         key = _arch_id(spec)
         if key in out:
             continue
@@ -236,9 +237,28 @@ def arch_costs(specs: Iterable[ModelSpec], device: str, device_desc: str,
 
 
 @dataclass
+class EvalGroup:
+    """The cells of one (attack, eval config, model): one work, one cost, `n` cells."""
+
+    work: EvalWork
+    cost: ArchCost
+    n: int = 0
+
+
+@dataclass
 class Estimate:
+    """What a run would cost. The cells to evaluate are kept with their group (shared:
+    no object per cell, so 10⁶ cells cost two lists of references)."""
+
     train: list[tuple[ModelJob, TrainWork, ArchCost]] = field(default_factory=list)
-    evals: list[tuple[Cell, EvalWork, ArchCost]] = field(default_factory=list)
+    eval_cells: list[Cell] = field(default_factory=list)
+    eval_groups: list[EvalGroup] = field(default_factory=list)     # parallel to eval_cells
+    groups: list[EvalGroup] = field(default_factory=list)          # the distinct ones
+
+    @property
+    def evals(self) -> Iterator[tuple[Cell, EvalWork, ArchCost]]:
+        """(cell, its work, its architecture's cost) of each cell to evaluate, in order."""
+        return ((c, g.work, g.cost) for c, g in zip(self.eval_cells, self.eval_groups))
 
     @property
     def train_passes(self) -> int:
@@ -246,7 +266,7 @@ class Estimate:
 
     @property
     def eval_passes(self) -> int:
-        return sum(w.passes for _, w, _ in self.evals)
+        return sum(g.work.passes * g.n for g in self.groups)
 
     @property
     def train_seconds(self) -> float:
@@ -254,22 +274,48 @@ class Estimate:
 
     @property
     def eval_seconds(self) -> float:
-        return sum(w.passes * (c.seconds_per_pass or 0.0) for _, w, c in self.evals)
+        return sum(g.work.passes * g.n * (g.cost.seconds_per_pass or 0.0) for g in self.groups)
 
     @property
     def eval_exact(self) -> bool:
-        return all(w.exact for _, w, _ in self.evals)
+        return all(g.work.exact for g in self.groups)
 
 
 def estimate(to_train: list[ModelJob], cells: list[Cell], device: str, device_desc: str,
              engine: Engine | None) -> tuple[Estimate, dict[str, ArchCost]]:
+    """The work and time of training `to_train` and evaluating `cells`. The work of a cell
+    depends on its attack, eval config and dataset only, its cost on its model's
+    architecture: each is worked out once per distinct object, the cells grouped by
+    (attack, eval, model) objects (10⁶ cells of a plan share ~10⁴ such groups)."""
     specs = [j.model for j in to_train] + [c.model for c in cells]
     costs = arch_costs(specs, device, device_desc, engine)
-    est = Estimate()
+    del specs
+    arch_of: dict[int, ArchCost] = {}
+    works: dict[tuple[int, int, str], EvalWork] = {}
+    groups: dict[tuple[int, int, int], EvalGroup] = {}
+
+    def cost(spec: ModelSpec) -> ArchCost:
+        c = arch_of.get(id(spec))
+        if c is None:
+            c = arch_of[id(spec)] = costs[_arch_id(spec)]
+        return c
+
+    est = Estimate(eval_cells=list(cells))
     for j in to_train:
-        est.train.append((j, train_work(j.model), costs[_arch_id(j.model)]))
-    for c in cells:
-        est.evals.append((c, eval_work(c), costs[_arch_id(c.model)]))
+        est.train.append((j, train_work(j.model), cost(j.model)))
+    of_cell = est.eval_groups
+    for c in cells:              # the cells keep the objects whose ids key these memos alive
+        k = (id(c.attack), id(c.eval), id(c.model))
+        g = groups.get(k)
+        if g is None:
+            wk = (id(c.attack), id(c.eval), c.model.dataset.plugin)
+            w = works.get(wk)
+            if w is None:
+                w = works[wk] = eval_work(c)
+            g = groups[k] = EvalGroup(w, cost(c.model))
+        g.n += 1
+        of_cell.append(g)
+    est.groups = list(groups.values())
     return est, costs
 
 

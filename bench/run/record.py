@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from bench.checkpoints.sources import redacted_config
 from bench.db import database as db
+from bench.db.chunks import select_in
 from bench.db.outcomes import pack_details, pack_outcomes
 from bench.db.schema import ModelRecord, ReportedValue, ResultRecord, RunRecord, TableRecord, utcnow
 from bench.run import sanity
@@ -146,11 +147,10 @@ def attempts(engine: Engine, keys: list[str]) -> dict[str, Attempt]:
     def read():
         out: dict[str, Attempt] = {}
         with Session(engine) as s:
-            for i in range(0, len(keys), 500):
-                q = select(ResultRecord.cell_key, ResultRecord.status, ResultRecord.run_id,
-                           ResultRecord.created).where(ResultRecord.cell_key.in_(keys[i:i + 500]))
-                for key, status, run_id, created in s.execute(q):
-                    out[key] = Attempt(status, run_id, created)
+            q = select(ResultRecord.cell_key, ResultRecord.status, ResultRecord.run_id,
+                       ResultRecord.created)
+            for key, status, run_id, created in select_in(s, q, ResultRecord.cell_key, keys):
+                out[key] = Attempt(status, run_id, created)
         return out
     return with_retry(read, what="reading cell status")
 
@@ -172,8 +172,8 @@ def is_pending(a: Attempt | None, *, force: bool, run_id: int, run_started: dt.d
 def models_done(engine: Engine, keys: list[str]) -> set[str]:
     def read():
         with Session(engine) as s:
-            return set(s.scalars(select(ModelRecord.key).where(
-                ModelRecord.key.in_(keys), ModelRecord.status == "done")))
+            return {key for key, in select_in(s, select(ModelRecord.key).where(
+                ModelRecord.status == "done"), ModelRecord.key, keys)}
     return with_retry(read, what="reading model status") if keys else set()
 
 
@@ -186,14 +186,10 @@ def collect_summary(engine: Engine, run_id: int, cells: list[Cell], run_started:
 
     def read():
         with Session(engine) as s:
-            keys = list(by_key)
-            rows = []
-            for i in range(0, len(keys), 500):
-                rows += list(s.execute(select(
-                    ResultRecord.cell_key, ResultRecord.status, ResultRecord.robust_acc,
-                    ResultRecord.seconds, ResultRecord.error, ResultRecord.run_id,
-                    ResultRecord.created).where(ResultRecord.cell_key.in_(keys[i:i + 500]))))
-            return rows
+            return select_in(s, select(
+                ResultRecord.cell_key, ResultRecord.status, ResultRecord.robust_acc,
+                ResultRecord.seconds, ResultRecord.error, ResultRecord.run_id,
+                ResultRecord.created), ResultRecord.cell_key, list(by_key))
     rows = {r.cell_key: r for r in with_retry(read, what="reading the run's results")}
     for c in cells:              # in selection order
         r = rows.get(c.key)
