@@ -77,7 +77,7 @@ def commands(suite: Path, db: Path, nodb: Path) -> dict[str, list[str]]:
 def prepare(folder: Path, shape: tuple[int, int, int], results: float) -> tuple[Path, Path, int]:
     """Write the suite and its results database into `folder`; (suite, database, cells)."""
     from bench.run.plan import expand
-    from bench.suite.spec import load_suite
+    from bench.suite.load import load_suite
     name = "big-{}x{}x{}".format(*shape)
     suite = folder / f"{name}.yaml"
     suite.write_text(suite_text(*shape))

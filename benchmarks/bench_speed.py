@@ -53,7 +53,8 @@ from bench.plugins.config import build_config  # noqa: E402
 from bench.data.read import DeviceData, augment_batch  # noqa: E402
 from bench.plugins.defense import StepContext  # noqa: E402
 from bench.plugins.model import build_model  # noqa: E402
-from bench.run.precision import Policy, device_name, frozen_parameters, resolve_device  # noqa: E402
+from bench.plugins.perturb import frozen_parameters  # noqa: E402
+from bench.run.precision import Policy, device_name, resolve_device  # noqa: E402
 from bench.plugins.registry import DATASETS, DEFENSES  # noqa: E402
 
 EPS, STEP, STEPS = 8 / 255, 2 / 255, 20

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.db.exists():
             ap.error(f"{args.db} exists; give a new path")
         from bench.run.plan import expand
-        from bench.suite.spec import load_suite
+        from bench.suite.load import load_suite
         cells = expand(load_suite(args.out))
         n = write_results(args.db, cells, max(1, round(1 / args.results)) if args.results > 0 else len(cells) + 1)
         print(f"{args.db}: {n} result rows")

@@ -31,7 +31,8 @@ from bench.plugins.config import build_config
 from bench.data.read import DeviceData, load_split
 from bench.plugins.defense import StepContext
 from bench.plugins.model import build_model
-from bench.run.precision import Policy, frozen_parameters
+from bench.plugins.perturb import frozen_parameters
+from bench.run.precision import Policy
 from bench.plugins.registry import DATASETS, DEFENSES
 
 pytestmark = pytest.mark.gpu

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 from bench.cli import scale as cli_scale
 from bench.cli.main import main
 from bench.db import database as db
-from bench.db import record
+from bench.run import record
 from bench.db.chunks import CHUNK, select_in
 from bench.db.claims import Claims
 from bench.run.evaluate import CellOutcome
 from bench.run.plan import expand
-from bench.suite.spec import load_suite
+from bench.suite.load import load_suite
 from tests.test_plan_scale import HEAD
 
 N_EPS = 400          # 2 models × (clean + 2 × 400 ε) = 1602 cells: more than three IN lists

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from bench.errors import SuiteError
 from bench.run.plan import NO_EPS, Cell, cell_id, cell_keys, expand, group, model_keys
-from bench.suite.eps import Eps
-from bench.suite.spec import AttackSpec, ModelSpec, load_suite, stable_hash
+from bench.plugins.eps import Eps
+from bench.suite.load import load_suite
+from bench.suite.spec import AttackSpec, ModelSpec, stable_hash
 
 HEAD = """\
 version: 1
