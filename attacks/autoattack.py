@@ -43,6 +43,7 @@ class AutoAttackStandard(Attack):
     """Standard AutoAttack (pyautoattack); seed 0, Linf, version standard."""
 
     strength = 100   # the reference: strongest declared attack (see Attack.strength)
+    loss = "mixed"   # APGD-CE, then margin losses (APGD-T's DLR, FAB-T) and Square (both versions)
 
     @dataclass
     class Config:

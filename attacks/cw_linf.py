@@ -27,6 +27,7 @@ class CWLinf(PGD):
     """PGD-k on the CW margin loss; defaults: κ 50, 20 steps of 0.003, random start."""
 
     strength = 50   # same tier as PGD (see Attack.strength): a fixed-budget gradient attack
+    loss = "margin"   # the CW margin, whatever the config (it has no `loss` option)
 
     @dataclass
     class Config:

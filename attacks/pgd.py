@@ -42,6 +42,11 @@ class PGD(Attack):
     """PGD-k with a uniform random start; defaults are the TRADES CIFAR-10 PGD-20 protocol."""
 
     strength = 50  # a fixed-budget multi-step gradient attack (see Attack.strength)
+    loss = "ce"    # the default objective; `loss: cw` is a margin (see loss_for)
+
+    @classmethod
+    def loss_for(cls, config):
+        return {"ce": "ce", "cw": "margin"}.get(config.get("loss"), cls.loss)
 
     @dataclass
     class Config:

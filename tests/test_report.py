@@ -311,7 +311,7 @@ def test_model_page_curves_config_sha_and_runs(site):
 def test_provenance_footer_on_every_page(site):
     _, out = site
     pages = list(out.glob("*.html"))
-    assert len(pages) == 7                                  # index, smoke, table, 4 models
+    assert len(pages) == 8                  # index, smoke, reproduction, table, 4 models
     for page in pages:
         foot = page.read_text().split('id="provenance"')[1]
         assert "generated" in foot and "UTC" in foot, page.name
@@ -331,6 +331,25 @@ def test_site_is_self_contained_and_sortable(site):
     html = (out / table_page("table1")).read_text()
     assert 'class="grid sortable paper"' in html and "function sortBy" in html
     assert re.search(r'<td id="c-0-1"[^>]*data-sort="80\.000000"', html)
+
+
+def test_reproduction_page_gives_check_papers_verdicts(site):
+    """One verdict for the page and `check --paper`; a layout recorded before bench counted
+    what cells need (no "needs") says so; names from the suite stay text."""
+    from bench.leaderboard.check import check_paper
+    engine, out = site
+    assert all('href="reproduction.html"' in p.read_text() for p in out.glob("*.html"))
+    page = (out / "reproduction.html").read_text()
+    rows = re.findall(r'<tr id="v-table1-(c-\d+-\d+)" class="verdict-(\w+)">(.*?)</tr>', page, re.S)
+    verdicts = {(v.model, v.column): v.verdict for v in check_paper(engine)}
+    names = {"c-0-0": ("ModelA", "Clean"), "c-0-1": ("ModelA", "PGD-40"), "c-0-3": ("ModelA", "AA"),
+             "c-1-1": ("ModelB", "PGD-40"), "c-1-2": ("ModelB", "CW∞"), "c-2-2": (EVIL, "CW∞")}
+    assert {names[cid]: verdict for cid, verdict, _ in rows} == verdicts
+    inner = {cid: text for cid, _, text in rows}
+    assert "unknown: the tables were recorded before" in inner["c-0-3"]
+    assert "failed: RuntimeError: CUDA out of memory &#34;tried&#34; &lt;alloc&gt;" in inner["c-1-2"]
+    assert "2 of 6 reproduced · 1 above · 1 below · 1 not run · 1 failed" in page
+    assert EVIL not in page and "&lt;script&gt;" in page
 
 
 def test_templates_autoescape_everything():

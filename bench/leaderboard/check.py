@@ -8,7 +8,9 @@
   per-sample outcomes when the examples are the same, a two-proportion z-test when
   outcomes are missing; a large change that is not significant is *changed_not_significant*.
 * `check_paper` puts each paper-table cell next to the paper's value with the table's
-  tolerance: reproduced / below / above / not_run (and failed).
+  tolerance: reproduced / below / above / not_run (and failed), with the notes suite.yaml
+  records for it and the view's sanity explanations. `paper_cells` is that one verdict,
+  which the Reproduction page (`bench.leaderboard.reproduction`) reads too.
 
 `bench.leaderboard.verdict_writers` prints the verdicts (terminal table, JUnit, Markdown).
 Bad input (unreadable baseline, unknown table) raises BenchError.
@@ -20,8 +22,8 @@ import base64
 import json
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from scipy import stats
@@ -36,7 +38,7 @@ from bench.plugins.registry import did_you_mean
 from bench.leaderboard.baseline import in_selection, plugin_versions, validate_baseline
 from bench.leaderboard.stats import accuracy_pct, preference
 from bench.leaderboard.store import load_store
-from bench.leaderboard.tables import build_table
+from bench.leaderboard.tables import CellView, ColumnView, RowView, TableView, build_table
 
 WORSE, BETTER, UNCHANGED, NEW, MISSING, FAILED = \
     "worse", "better", "unchanged", "new", "missing", "failed"
@@ -310,6 +312,8 @@ class PaperVerdict:
     reported_in_ci: bool | None = None
     cell_id: str | None = None
     reason: str = ""
+    notes: list[str] = field(default_factory=list)    # suite.yaml's: row, column, cell
+    sanity: list[str] = field(default_factory=list)   # the view's flag explanations
 
     @property
     def name(self) -> str:
@@ -337,42 +341,56 @@ def check_paper(engine: Engine, *, tables: Sequence[str] | None = None,
         if t not in names:
             raise BenchError(f"unknown table {t!r}{did_you_mean(t, names)}; known: "
                              f"{', '.join(names)}")
-    out: list[PaperVerdict] = []
-    for rec in store.tables:
-        if tables and rec.name not in tables:
-            continue
-        tv = build_table(store, rec)
+    views = [build_table(store, rec) for rec in store.tables if not tables or rec.name in tables]
+    return [v for v, *_ in paper_cells(views, tolerance=tolerance)]
+
+
+def paper_cells(views: Sequence[TableView], *, tolerance: float | None = None,
+                references: bool = False
+                ) -> Iterator[tuple[PaperVerdict, TableView, RowView, CellView, ColumnView]]:
+    """The verdict of every cell with a value of the paper's own (kind "paper"), with the
+    view it comes from, in table order. Reference rows (a value the paper quotes, with no
+    model to measure) only with `references`, as not run: `check --paper` leaves them out,
+    the Reproduction page lists every printed value."""
+    for tv in views:
         tol = tv.tolerance if tolerance is None else float(tolerance)
         for row in tv.rows:
-            if row.reference:            # a published value with no model: nothing to measure
+            if row.reference and not references:
                 continue
             for cell, col in zip(row.cells, tv.columns):
                 if cell.reported is None:   # the paper's own values only (kind "paper")
                     continue
-                v = PaperVerdict(table=tv.name, row=row.label, model=row.model,
-                                 column=col.label, attack=col.attack, eps=col.eps,
-                                 verdict=NOT_RUN, reported=cell.reported, tolerance=tol,
-                                 n=cell.n or None,
-                                 cell_id=cell.result.cell_id if cell.result else None)
-                if cell.state == "failed":
-                    v.verdict, v.reason = FAILED, cell.error
-                elif cell.state == "done" and cell.value is not None:
-                    v.measured, v.ci = cell.value, cell.ci
-                    v.diff_pp = cell.value - cell.reported
-                    v.reported_in_ci = (None if cell.ci is None
-                                        else cell.ci[0] <= cell.reported <= cell.ci[1])
-                    if abs(v.diff_pp) <= tol + 1e-9:
-                        v.verdict = REPRODUCED
-                    else:
-                        v.verdict = BELOW if v.diff_pp < 0 else ABOVE
-                    v.reason = (f"Δ {v.diff_pp:+.2f} pp, tolerance ±{tol:g} pp"
-                                + ("" if v.reported_in_ci is None else
-                                   "; paper value inside the 95 % interval" if v.reported_in_ci
-                                   else "; paper value outside the 95 % interval"))
-                else:
-                    v.reason = "not run yet"
-                out.append(v)
-    return out
+                yield _paper_verdict(tv, row, cell, col, tol), tv, row, cell, col
+
+
+def _paper_verdict(tv: TableView, row: RowView, cell: CellView, col: ColumnView,
+                   tol: float) -> PaperVerdict:
+    v = PaperVerdict(table=tv.name, row=row.label, model=row.model,
+                     column=col.label, attack=col.attack, eps=col.eps,
+                     verdict=NOT_RUN, reported=cell.reported, tolerance=tol,
+                     n=cell.n or None,
+                     cell_id=cell.result.cell_id if cell.result else None,
+                     notes=row.notes_of(col.index, col), sanity=list(cell.sanity))
+    if row.reference:
+        v.reason = "a value the paper quotes, with no model in the suite to run"
+    elif cell.state == "failed":
+        v.verdict, v.reason = FAILED, cell.error
+    elif cell.state == "done" and cell.value is not None:
+        v.measured, v.ci = cell.value, cell.ci
+        v.diff_pp = cell.value - cell.reported
+        v.reported_in_ci = (None if cell.ci is None
+                            else cell.ci[0] <= cell.reported <= cell.ci[1])
+        if abs(v.diff_pp) <= tol + 1e-9:
+            v.verdict = REPRODUCED
+        else:
+            v.verdict = BELOW if v.diff_pp < 0 else ABOVE
+        v.reason = (f"Δ {v.diff_pp:+.2f} pp, tolerance ±{tol:g} pp"
+                    + ("" if v.reported_in_ci is None else
+                       "; paper value inside the 95 % interval" if v.reported_in_ci
+                       else "; paper value outside the 95 % interval"))
+    else:
+        v.reason = "not run yet"
+    return v
 
 
 def measured_count(verdicts: Sequence[PaperVerdict]) -> int:

@@ -10,6 +10,9 @@
   difference, a 95 % Wilson interval from the number of examples, the sanity flags; best and
   second best per column in bold / underlined; one worst-case column per ε of the table
   (per-sample AND over every attack run on the model at that ε: RobustBench's ranking number);
+* ``reproduction.html`` every value the paper prints next to the measured one, with the
+  verdict of `check --paper`, the notes suite.yaml records, the sanity explanations and, for
+  a cell not run, what it needs (`bench.leaderboard.reproduction`);
 * ``smoke.html``   the smoke grid, the paper tables filled with smoke results only, and every
   smoke result as a flat list, all marked as such (smoke results never enter the paper
   tables);
@@ -42,6 +45,7 @@ from bench.db.schema import ResultRecord
 from bench.leaderboard.fmt import (fmt_pct, fmt_signed, fmt_when, model_page, result_anchor, slug,
                                    table_page)
 from bench.leaderboard.plots import certified_plots, robustness_plots, training_plots
+from bench.leaderboard.reproduction import VERDICT_ORDER, build_reproduction, summary_line
 from bench.leaderboard.smoke import build_smoke_grids
 from bench.leaderboard.stats import MIN_TIME, accuracy_pct, wilson
 from bench.leaderboard.store import Store, load_store, run_labels
@@ -168,6 +172,14 @@ def render_site(engine: Engine, out_dir: Path, baselines: Sequence[dict] = ()) -
     for key, mv in models.items():
         write(model_page(key), "model.html", model=mv,
               prov=provenance(mv["results"], generated))
+    repro = build_reproduction(store, tables)
+    total = sum(len(rt.rows) for rt in repro)
+    counts = {k: sum(rt.counts[k] for rt in repro) for k in VERDICT_ORDER}
+    repro_summary = summary_line(counts, total) if repro else ""
+    write("reproduction.html", "reproduction.html", repro=repro, total=total,
+          summary=repro_summary,
+          prov=provenance([r.cell.result for rt in repro for r in rt.rows
+                           if r.cell.result is not None], generated))
     smoke_grids = build_smoke_grids(store)
     smoke_exports = {g.name: [(fmt, f"{EXPORT_DIRNAME}/{slug(g.name)}.{fmt}")
                               for fmt in ("csv", "json", "md", "tex")
@@ -177,6 +189,7 @@ def render_site(engine: Engine, out_dir: Path, baselines: Sequence[dict] = ()) -
           smoke_grids=smoke_grids, smoke_exports=smoke_exports,
           prov=provenance(smoke_results, generated))
     return write("index.html", "index.html", tables=tables, smoke_results=smoke_results,
+                 repro_summary=repro_summary,
                  smoke_tables=smoke_tables, full_results=full_results,
                  smoke_grids=smoke_grids, smoke_exports=smoke_exports,
                  prov=provenance(store.results, generated))

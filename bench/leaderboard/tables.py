@@ -1,6 +1,13 @@
 """The table view-model: a paper table as rows and columns of cells (measured value, the
 paper's value, difference, interval, flags, rank) and a worst case per ε. The site, the
-exports and `check` all read tables through `build_table`."""
+exports and `check` all read tables through `build_table`.
+
+Besides the stored flags, a cell carries what the view works out across its row: the
+recorded notes that apply to it (row, column and cell `notes:` of suite.yaml) and, for a
+cross-entropy attack, the stronger or margin-based columns at the same ε that find a robust
+accuracy below its interval ("cross_entropy_above_stronger", with the model's softmax
+saturation share where the result recorded it: `bench.run.sanity`).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +20,12 @@ from bench.db.schema import ReportedValue, ResultRecord, TableRecord
 from bench.leaderboard.fmt import fmt_pct, fmt_when, table_page
 from bench.leaderboard.stats import MIN_TIME, accuracy_pct, preference, wilson
 from bench.leaderboard.store import PAPER, Store
+from bench.run.sanity import SATURATION_THRESHOLD, saturation_share
 
 DEFAULT_TOLERANCE_PP = 1.0       # when a table's layout gives none
+CE_ABOVE_STRONGER = "cross_entropy_above_stronger"   # a view flag (not stored): see module doc
+MAX_NOTE_CHARS = 2000            # as bench.suite.tables: a database may come from elsewhere
+MAX_NOTES = 20
 
 
 @dataclass
@@ -28,6 +39,9 @@ class ColumnView:
     attack_label: str = ""
     attack_plugin: str = ""
     attack_config: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    loss: str | None = None              # the attack's traits (bench.plugins.attack.Attack)
+    strength: int | None = None
 
     @property
     def budget(self) -> str:
@@ -57,6 +71,10 @@ class CellView:
     note: str = ""
     result: ResultRecord | None = None
     candidates: int = 0
+    notes: list[str] = field(default_factory=list)       # suite.yaml's notes on this cell
+    saturation: float | None = None      # share of inputs with a saturated softmax, if recorded
+    sanity: list[str] = field(default_factory=list)      # explanations of the view's flags
+    sanity_short: list[str] = field(default_factory=list)  # the same, a few words each
 
     @property
     def text(self) -> str:
@@ -105,6 +123,12 @@ class RowView:
     info: dict[str, str] = field(default_factory=dict)
     block: str | None = None
     best_epoch: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def notes_of(self, j: int, column: ColumnView) -> list[str]:
+        """Every recorded note that applies to the cell in column j: the row's, the
+        column's, then the cell's own."""
+        return [*self.notes, *column.notes, *self.cells[j].notes]
 
 
 @dataclass
@@ -166,15 +190,27 @@ def table_eps(columns: Sequence[ColumnView]) -> list[str]:
     return out
 
 
+def notes_from(raw: Any) -> list[str]:
+    """Notes as stored in a layout (a text or a list of texts), bounded again: the
+    database may not be one this bench wrote."""
+    items = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
+    return [t if len(t) <= MAX_NOTE_CHARS else t[:MAX_NOTE_CHARS - 1] + "…"
+            for t in (str(x).strip() for x in items[:MAX_NOTES]) if t]
+
+
 def _columns(layout: dict) -> list[ColumnView]:
     cols = []
     for i, c in enumerate(layout.get("columns") or []):
         eps = c.get("eps")
+        strength = c.get("strength")
         cols.append(ColumnView(i, str(c.get("label", c.get("attack", f"column {i + 1}"))),
                                str(c.get("attack", "")), None if eps is None else str(eps),
                                c.get("eps_value"), bool(c.get("beyond")),
                                str(c.get("attack_label") or ""), str(c.get("attack_plugin") or ""),
-                               dict(c.get("attack_config") or {})))
+                               dict(c.get("attack_config") or {}), notes_from(c.get("notes")),
+                               str(c["loss"]) if c.get("loss") else None,
+                               strength if isinstance(strength, int) and not isinstance(strength, bool)
+                               else None))
     return cols
 
 
@@ -209,6 +245,7 @@ def fill_cell(cell: CellView, cands: list[ResultRecord], column: ColumnView) -> 
     cell.note = choice_note(r, cands, column)
     cell.flags = [str(f) for f in (r.flags or [])]
     cell.n, cell.n_correct = r.n, r.n_correct
+    cell.saturation = saturation_share(r.details)
     if r.status == "done":
         cell.state, cell.value, cell.ci = "done", accuracy_pct(r), wilson(r.n_correct, r.n)
     else:
@@ -255,6 +292,53 @@ def worst_case(results: Iterable[ResultRecord], model: str, eps: str, smoke: boo
     return wc
 
 
+def saturation_text(share: float | None) -> str:
+    """What the model's recorded softmax saturation says about a cross-entropy attack."""
+    if share is None:
+        return ("The share of inputs whose softmax saturates is unknown for this result "
+                "(evaluated before bench recorded it).")
+    pct = f"{100 * share:.1f} %"
+    if share >= SATURATION_THRESHOLD:
+        return (f"The softmax saturates on {pct} of the inputs (true-class probability 1.0 in "
+                f"float32), where the cross-entropy gradient vanishes.")
+    return (f"The softmax saturates on only {pct} of the inputs, below the "
+            f"{100 * SATURATION_THRESHOLD:.0f} % flag threshold: look for another cause.")
+
+
+def cross_entropy_checks(row: "RowView", columns: Sequence[ColumnView]) -> None:
+    """Flag each cross-entropy cell of `row` whose interval lies above that of a column at
+    the same ε and norm whose attack is margin-based or declared stronger: the sign of an
+    attack that stalls (softmax saturation, or masked cross-entropy gradients)."""
+    share = next((c.saturation for c in row.cells if c.saturation is not None), None)
+    for cell, col in zip(row.cells, columns):
+        if col.loss != "ce" or cell.state != "done" or cell.ci is None:
+            continue
+        below = []
+        for other, ocol in zip(row.cells, columns):
+            if (other is cell or other.state != "done" or other.ci is None
+                    or ocol.eps is None or ocol.eps != col.eps
+                    or (other.result.norm or "") != (cell.result.norm or "")):
+                continue
+            margin = ocol.loss in ("margin", "mixed")
+            stronger = (ocol.strength is not None and col.strength is not None
+                        and ocol.strength > col.strength)
+            if (margin or stronger) and other.ci[1] < cell.ci[0]:
+                below.append((other.value, ocol, other,
+                              "a margin loss" if margin and not stronger else "a stronger attack"))
+        if not below:
+            continue
+        below.sort(key=lambda b: (b[0], b[1].index))
+        names = "; ".join(f"{ocol.label} ({kind}) finds {fmt_pct(v)} % [{fmt_pct(o.ci[0])}, "
+                          f"{fmt_pct(o.ci[1])}]" for v, ocol, o, kind in below)
+        own = cell.saturation if cell.saturation is not None else share
+        cell.sanity.append(
+            f"cross-entropy attack {col.label} finds {fmt_pct(cell.value)} % [{fmt_pct(cell.ci[0])}, "
+            f"{fmt_pct(cell.ci[1])}]; at the same ε {names}. {saturation_text(own)}")
+        cell.sanity_short.append("cross-entropy above " + ", ".join(o.label for _, o, _, _ in below))
+        if CE_ABOVE_STRONGER not in cell.flags:
+            cell.flags.append(CE_ABOVE_STRONGER)
+
+
 def rank_values(items: Sequence[Any]) -> None:
     """Set .rank = 1 (best) / 2 (second best) on items by their rounded .value (higher wins)."""
     values = sorted({round(i.value, 2) for i in items if i.value is not None}, reverse=True)
@@ -288,14 +372,17 @@ def build_table(store: Store, rec: TableRecord, *, smoke: bool = False) -> Table
     rows: list[RowView] = []
     shown: list[ResultRecord] = []
     counts = Counter({"done": 0, "not_run": 0, "failed": 0})
+    cell_notes = layout.get("notes") if isinstance(layout.get("notes"), dict) else {}
     for ri, row in enumerate(layout.get("rows") or []):
         model = row.get("model")
         rid = str(row.get("id") or model or "")
         label = str(row.get("label") or rid)
         reference = model is None
         cells = []
+        row_notes = cell_notes.get(rid) if isinstance(cell_notes.get(rid), dict) else {}
         for col in columns:
-            cell = CellView(id=f"c-{ri}-{col.index}", state="reference" if reference else "not_run")
+            cell = CellView(id=f"c-{ri}-{col.index}", state="reference" if reference else "not_run",
+                            notes=notes_from(row_notes.get(col.label)))
             rv, cell.others = _published(store, rec.name, rid, col.label, smoke, sources)
             if rv is not None:
                 cell.reported, cell.reported_source = rv.value, rv.source
@@ -325,7 +412,10 @@ def build_table(store: Store, rec: TableRecord, *, smoke: bool = False) -> Table
         rows.append(RowView(ri, rid, label, cells, worst, keys, reference=reference,
                             beyond=bool(row.get("beyond")), info=dict(row.get("info") or {}),
                             block=row.get("block"),
-                            best_epoch=next((b for b in best if isinstance(b, int)), None)))
+                            best_epoch=next((b for b in best if isinstance(b, int)), None),
+                            notes=notes_from(row.get("notes"))))
+        if not reference:
+            cross_entropy_checks(rows[-1], columns)
     measured = [r for r in rows if not r.reference]
     for j in range(len(columns)):
         rank_values([r.cells[j] for r in measured])

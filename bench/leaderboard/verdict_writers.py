@@ -1,5 +1,9 @@
 """The verdicts of `bench.leaderboard.check` as a terminal table (with a legend and a
-summary line), JUnit XML (one testcase per cell) or Markdown."""
+summary line), JUnit XML (one testcase per cell) or Markdown.
+
+A paper verdict's recorded notes (suite.yaml's `notes:` on its row, column or cell) and its
+sanity explanations travel with it: indented lines under its row in the terminal, the
+testcase's system-out in JUnit, a last column in Markdown."""
 
 from __future__ import annotations
 
@@ -93,8 +97,20 @@ def format_table(verdicts: Sequence[Verdict | PaperVerdict], *, width: int = 160
     def line(cells):
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    out = [line(head), line(["-" * w for w in widths])]
+    for r, v in zip(rows, verdicts):
+        out.append(line(r))
+        out += [f"    {text}" for text in _explanations(v)]
     return "\n".join(out + ["", legend(verdicts, paper=paper), summary(verdicts, paper=paper)])
+
+
+def _explanations(v: Verdict | PaperVerdict) -> list[str]:
+    """A paper verdict's notes ("note: …") and sanity explanations ("⚑ …"), one line each,
+    whitespace collapsed and control characters escaped (they come from files)."""
+    if not isinstance(v, PaperVerdict):
+        return []
+    return ([printable(" ".join(f"note: {n}".split())) for n in v.notes]
+            + [printable(" ".join(f"⚑ {x}".split())) for x in v.sanity])
 
 
 def write_junit(verdicts: Sequence[Verdict | PaperVerdict], path: str | Path, *,
@@ -120,9 +136,11 @@ def write_junit(verdicts: Sequence[Verdict | PaperVerdict], path: str | Path, *,
             f.text = detail
         elif v.verdict in skipped_kinds:
             ET.SubElement(tc, "skipped", message=printable(f"{v.verdict}: {v.reason}"))
-        else:
+        lines = [] if v.failing or v.verdict in skipped_kinds else [f"{v.verdict}: {v.reason}"]
+        lines += _explanations(v)
+        if lines:
             so = ET.SubElement(tc, "system-out")
-            so.text = printable(f"{v.verdict}: {v.reason}")
+            so.text = "\n".join(printable(x) for x in lines)
     with _writing(path, "JUnit report") as f:
         ET.ElementTree(ts).write(f, encoding="utf-8", xml_declaration=True)
     return path
@@ -139,10 +157,13 @@ def write_markdown(verdicts: Sequence[Verdict | PaperVerdict], path: str | Path,
     atomically."""
     path = Path(path)
     head, rows = _rows(verdicts)
+    if any(isinstance(v, PaperVerdict) for v in verdicts):
+        head = head + ["notes"]
+        rows = [r + [" · ".join(_explanations(v))] for r, v in zip(rows, verdicts)]
     lines = [f"### {_md(title)}", "", f"**{_md(summary(verdicts, paper=paper))}**", ""]
     if rows:
         lines.append("| " + " | ".join(_md(h) or " " for h in head[1:]) + " |")
-        lines.append("|" + "|".join(":---" if i in (0, 1, 7) else "---:"
+        lines.append("|" + "|".join(":---" if i in (0, 1, 7, 8) else "---:"
                                     for i in range(len(head) - 1)) + "|")
         for r, v in zip(rows, verdicts):
             cells = [_md(c) for c in r[1:]]

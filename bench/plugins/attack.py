@@ -26,7 +26,7 @@ shared class default.
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -72,6 +72,20 @@ class Attack(Plugin):
     bounded_by_clean: ClassVar[bool] = True
     """False where the evaluated classifier is not the model whose clean accuracy is stored
     (the smoothed classifier of certification), so robust accuracy may exceed it."""
+
+    loss: ClassVar[str | None] = None
+    """The loss whose gradient the attack ascends: "ce" (cross-entropy: its gradient
+    vanishes where the softmax saturates, so it weakens on a model trained to a tiny
+    loss, flag "softmax_saturated"), "margin" (a logit margin: CW, DLR; unaffected),
+    "mixed" (an ensemble that includes margin losses: AutoAttack), or None (undeclared,
+    or no loss gradient). Where a config option chooses the loss, the plugin overrides
+    `loss_for`. The leaderboard sets a cross-entropy cell of a saturated model against the
+    margin-based or stronger columns of the same model and ε."""
+
+    @classmethod
+    def loss_for(cls, config: Mapping[str, Any]) -> str | None:
+        """The `loss` trait of this attack with this resolved config (a plain dict)."""
+        return cls.loss
 
     details: dict[str, torch.Tensor] = {}  # per-sample extras of the last run_sweep (see above)
 

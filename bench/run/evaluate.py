@@ -1,5 +1,9 @@
 """The evaluation loop: a trained model and its pending cells → per-sample outcomes.
 
+Each result also stores, per sample, whether the model's softmax saturates on the clean
+input (`bench.run.sanity.softmax_saturation`: one more forward pass a batch), from which the
+"softmax_saturated" flag and the leaderboard's saturation share are read.
+
 Cells of one model that share an attack and an evaluation set form one sweep: a
 minimisation attack (or one that ignores ε) runs once per batch for all ε; a fixed-ε
 attack runs once per ε. Random draws are seeded per (cell seed, batch, ε literal), so a
@@ -22,6 +26,7 @@ from bench.data.fetch import load_or_fetch
 from bench.run.plan import Cell
 from bench.plugins.perturb import frozen_parameters
 from bench.run.precision import eval_batch_size
+from bench.run.sanity import SATURATION_DETAIL, softmax_saturation
 from bench.run.settings import RunSettings
 
 
@@ -119,6 +124,7 @@ def _run_group(net, group: list[Cell], evset: DeviceData, progress: bool):
         torch.manual_seed(_batch_seed(first.seed, b, tag))
         res = attack.run_sweep(net, x, y, eps_values)
         det = dict(getattr(attack, "details", {}) or {})
+        det[SATURATION_DETAIL] = softmax_saturation(net, x, y)
         for i in range(len(group)):
             outs[i].append(res[i])
             for k, v in det.items():

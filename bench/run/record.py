@@ -9,6 +9,7 @@ result, and a dropped connection costs a retry.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import shlex
 import sys
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from bench.run.plan import Cell
 from bench.db.provenance import code_commit, host, library_versions
 from bench.plugins.registry import ATTACKS
 from bench.db.retry import with_retry
+from bench.errors import SuiteError
 from bench.suite.spec import Suite
+from bench.suite.tables import TableSpec
 from bench.run.summary import RunSummary, WorkerSummary
 
 
@@ -68,19 +71,70 @@ def end_run(engine: Engine, run_id: int, status: str, summary: RunSummary) -> No
 
 
 def record_tables(engine: Engine, suite: Suite) -> None:
-    """Store each table's layout and its published values, so `report` needs only the DB.
-    One process at a time (`db.exclusive`): two runs starting together never double a value."""
+    """Store each table's layout (with what its cells need, `table_needs`) and its published
+    values, so `report` needs only the DB. One process at a time (`db.exclusive`): two runs
+    starting together never double a value."""
+    layouts = {t.name: {**t.layout(), "needs": table_needs(suite, t)} for t in suite.tables.values()}
+
     def write():
         with db.exclusive(engine, "bench tables") as conn, Session(bind=conn) as s:
             for t in suite.tables.values():
-                s.merge(TableRecord(name=t.name, title=t.title, layout=t.layout(),
-                                    suite_path=str(suite.path), updated=utcnow()))
+                s.merge(TableRecord(name=t.name, title=t.title, layout=layouts[t.name],
+                                       suite_path=str(suite.path), updated=utcnow()))
                 s.execute(delete(ReportedValue).where(ReportedValue.table == t.name))
                 for v in t.values:
                     s.add(ReportedValue(table=t.name, row=v.row, column=v.column, value=v.value,
                                         source=v.source, kind=v.kind))
             s.flush()
     with_retry(write, what="recording the tables")
+
+
+def table_needs(suite: Suite, table: TableSpec) -> dict[str, dict]:
+    """What running a table's model rows takes, counted as the dry run counts it
+    (`bench.run.estimate`) but with no device and no calibration. Per row id: the
+    architecture and dataset (the report times them by earlier training runs of the same
+    network), the dataset's training-set size (to count those runs' passes), the input
+    size, whether it is a released checkpoint (nothing to train), the training passes (and
+    the model it fine-tunes, whose own are not counted), and each column's evaluation
+    passes (from the suite's non-smoke cells; `exact` False where the count is a lower
+    bound; a column no matrix entry declares has none)."""
+    from bench.plugins.config import config_dict
+    from bench.plugins.registry import DATASETS
+    from bench.run.estimate import eval_work, train_examples, train_work
+    from bench.run.plan import expand
+    try:
+        cells = [c for c in expand(suite) if not c.smoke]
+    except SuiteError:                     # no matrix entry: no cells to count
+        cells = []
+    exact: dict[tuple, Cell] = {}
+    any_eps: dict[tuple, Cell] = {}
+    for c in cells:
+        exact.setdefault((c.model.name, c.attack.name, c.eps.literal), c)
+        any_eps.setdefault((c.model.name, c.attack.name), c)
+    out: dict[str, dict] = {}
+    for row in table.rows:
+        if row.model is None:
+            continue
+        m = suite.models[row.model]
+        shape = DATASETS.get(m.dataset.plugin).info.shape
+        evals: dict[str, dict] = {}
+        for col in table.columns:
+            cell = (exact.get((m.name, col.attack, col.eps.literal)) if col.eps is not None
+                    else any_eps.get((m.name, col.attack)))
+            if cell is not None:
+                work = eval_work(cell)
+                evals[col.label] = {"passes": work.passes, "exact": work.exact}
+        out[row.id] = {
+            "dataset": m.dataset.plugin,
+            "dataset_train_size": train_examples(m.dataset.plugin, None, 0),
+            "arch": [m.arch, config_dict(m.arch_config), m.dataset.plugin],
+            "input_size": int(math.prod(shape)),
+            "checkpoint": m.checkpoint is not None,
+            "train_passes": None if m.checkpoint is not None else train_work(m).passes,
+            "init_from": m.init_model.name if m.init_model is not None else None,
+            "eval_passes": evals,
+        }
+    return out
 
 
 # ---------------------------------------------------------------------- cell results

@@ -10,11 +10,22 @@ Pure functions the worker loop calls; none of them knows an attack by name.
   `checks.py` and RobustBench's admission rules.
 * `result_flags(rows)` — across stored results: "robust_above_clean" (a cell's robust
   accuracy above its model's clean accuracy on the same examples),
-  "not_monotone_in_eps" (robust accuracy of one model/attack increasing with ε), and
+  "not_monotone_in_eps" (robust accuracy of one model/attack increasing with ε),
   "weaker_attack_stronger" (an attack declared weaker finds lower robust accuracy than
-  a stronger one on the same model, norm and ε).
+  a stronger one on the same model, norm and ε), and "softmax_saturated" (at least
+  `SATURATION_THRESHOLD` of the evaluated clean inputs have a true-class softmax
+  probability of exactly 1.0 in float32, read from the per-sample `SATURATION_DETAIL`
+  the evaluation stores with each result).
+* `softmax_saturation(model, x, y)` — that per-sample bool, computed on each evaluated
+  batch (bench.run.evaluate). Where p_y rounds to 1, the cross-entropy −log p_y is 0 and
+  so is its gradient: every cross-entropy attack (PGD's default loss, APGD-CE) stalls
+  there while margin losses (CW, DLR) do not, so a model trained to a tiny loss shows
+  cross-entropy PGD far above margin PGD and AutoAttack.
 * `worst_case(outcomes)` — the per-sample AND over attacks (robust against all;
   `bench.db.outcomes.worst_case`, beside the packed format it reads).
+
+Importing this module costs numpy only (torch is imported where a model is checked): the
+leaderboard reads the flag names and the saturation share from here.
 
 The attack traits the flags read — `strength`, `bounded_by_clean` and `uses_eps` (False
 marks the clean-accuracy row) — are declared, with their defaults and meaning, on
@@ -28,17 +39,20 @@ the evaluation set is the first n test examples in a fixed order.
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 from collections import defaultdict
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from bench.db.outcomes import unpack_outcomes, worst_case  # noqa: F401 (worst_case: sanity's API)
-from bench.plugins.attack import Attack
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from bench.plugins.attack import Attack
 
 RANDOMIZED_OUTPUTS = "randomized_outputs"
 ZERO_GRADIENTS = "zero_gradients"
@@ -46,7 +60,16 @@ NONFINITE_GRADIENTS = "nonfinite_gradients"
 ROBUST_ABOVE_CLEAN = "robust_above_clean"
 NOT_MONOTONE_IN_EPS = "not_monotone_in_eps"
 WEAKER_ATTACK_STRONGER = "weaker_attack_stronger"
+SOFTMAX_SATURATED = "softmax_saturated"
 MODEL_FLAGS = (RANDOMIZED_OUTPUTS, ZERO_GRADIENTS, NONFINITE_GRADIENTS)
+
+SATURATION_DETAIL = "softmax_saturated"   # the per-sample bool stored in a result's details
+# A tenth of the inputs: where a cross-entropy attack stalls on that many, a robust
+# accuracy moves by whole points, more than the tables' tolerances; a smaller share is
+# shown on the page but not flagged. (p_y rounds to 1.0 in float32 once the true logit
+# leads every other by ~17 or more: a model trained to a loss of 1e-6, as the committed
+# SGD baseline's LeNet, gets there.)
+SATURATION_THRESHOLD = 0.10
 
 
 # ----------------------------------------------------------------------------- model flags
@@ -59,6 +82,9 @@ def model_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     `atol + rtol·|z|` count as randomized (the tolerance absorbs nondeterministic GPU
     kernels). Gradients are of the summed cross-entropy w.r.t. the input only.
     """
+    import torch
+    import torch.nn.functional as F
+
     flags: list[str] = []
     was_training = model.training
     model.eval()
@@ -87,6 +113,40 @@ def model_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     return flags
 
 
+def softmax_saturation(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample bool: the true class's softmax probability is exactly 1.0 in float32 on
+    the clean input (one eval-mode forward pass, no gradient)."""
+    import torch
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            p = torch.softmax(model(x).float(), dim=1).gather(1, y.long()[:, None]).squeeze(1)
+    finally:
+        model.train(was_training)
+    return p == 1.0
+
+
+def saturation_share(details: bytes | Mapping[str, Any] | None) -> float | None:
+    """The share of a result's evaluated inputs whose softmax saturates, from its stored
+    details (an npz blob, read without pickles, or the unpacked dict); None when the result
+    has no such record (results evaluated before it was measured)."""
+    if details is None or (isinstance(details, (bytes, bytearray, memoryview)) and not details):
+        return None
+    try:
+        if isinstance(details, Mapping):
+            arr = details.get(SATURATION_DETAIL)
+        else:
+            with np.load(io.BytesIO(bytes(details)), allow_pickle=False) as d:
+                arr = d[SATURATION_DETAIL] if SATURATION_DETAIL in d.files else None
+    except (ValueError, OSError, KeyError):    # not an npz bench wrote: no share
+        return None
+    if arr is None:
+        return None
+    arr = np.asarray(arr).reshape(-1)
+    return float(arr.astype(bool).mean()) if arr.size else None
+
+
 # ----------------------------------------------------------------------------- result rows
 
 @dataclasses.dataclass
@@ -102,6 +162,7 @@ class ResultRow:
     strength   the attack plugin's declared strength tier, None if undeclared
     bounded_by_clean  False where clean accuracy is no upper bound (certification)
     data       which examples (e.g. "test[:1000]"): rows compare only within one data key
+    saturation the share of its inputs whose softmax saturates (`saturation_share`), or None
     """
 
     key: str
@@ -115,6 +176,7 @@ class ResultRow:
     bounded_by_clean: bool = True
     data: str = ""
     n: int | None = None
+    saturation: float | None = None   # share of inputs with a saturated softmax, if recorded
 
     def __post_init__(self):
         if isinstance(self.outcomes, (bytes, bytearray, memoryview)):
@@ -139,9 +201,12 @@ class ResultRow:
 def row_from_record(record: Any, attack_cls: type[Attack] | None = None, *,
                     data: str | None = None) -> ResultRow:
     """A ResultRow from a stored result (attributes cell_key, model_key, attack, norm, eps,
-    n, outcomes as packed bits, split) and its attack plugin class (for the traits; None,
-    a plugin no longer registered, gets the base class's defaults)."""
-    traits = attack_cls if attack_cls is not None else Attack
+    n, outcomes as packed bits, split, details) and its attack plugin class (for the
+    traits; None, a plugin no longer registered, gets the base class's defaults)."""
+    if attack_cls is None:
+        from bench.plugins.attack import Attack
+        attack_cls = Attack
+    traits = attack_cls
     return ResultRow(
         key=record.cell_key, model_key=record.model_key, attack=record.attack,
         norm=record.norm, eps=record.eps, outcomes=record.outcomes, n=record.n,
@@ -149,6 +214,7 @@ def row_from_record(record: Any, attack_cls: type[Attack] | None = None, *,
         strength=traits.strength,
         bounded_by_clean=traits.bounded_by_clean,
         data=data if data is not None else f"{getattr(record, 'split', '')}",
+        saturation=saturation_share(getattr(record, "details", None)),
     )
 
 
@@ -177,6 +243,8 @@ def result_flags(rows: Iterable[ResultRow | Mapping[str, Any]], *, slack: int = 
     weaker_attack_stronger: at one (model, data, norm, ε), an attack of lower declared
         strength finds a robust count lower than a stronger attack's by more than
         `slack` samples; both rows are flagged.
+    softmax_saturated: the row's recorded saturation share is ≥ SATURATION_THRESHOLD
+        (clean rows too: the share is the model's on those inputs).
     """
     rs = [ResultRow.coerce(r) for r in rows]
     flags: dict[str, list[str]] = {r.key: [] for r in rs}
@@ -184,6 +252,10 @@ def result_flags(rows: Iterable[ResultRow | Mapping[str, Any]], *, slack: int = 
     def add(row: ResultRow, flag: str) -> None:
         if flag not in flags[row.key]:
             flags[row.key].append(flag)
+
+    for r in rs:
+        if r.saturation is not None and r.saturation >= SATURATION_THRESHOLD:
+            add(r, SOFTMAX_SATURATED)
 
     clean_rows: dict[tuple, list[ResultRow]] = defaultdict(list)
     for r in rs:

@@ -19,7 +19,7 @@ Top-level keys:
     attacks:  {NAME: {plugin, config, label, base, description}}
     matrix:   [{name, tags, models, attacks, eps, eval, smoke, seed, include, exclude}]
     tables:   {NAME: {title, source, order, tags, tolerance, orientation, info, rows, columns,
-                      reported, reported_by}}   (bench.suite.tables)
+                      reported, reported_by, notes}}   (bench.suite.tables)
     executors: {NAME: {OPTION: value}}   # options of `run --executor NAME` (docs/scale.md)
 
 `base: OTHER` in a model or attack inherits OTHER's entry, deep-merged under this one. YAML

@@ -25,6 +25,15 @@
             label: "authors' code"
             source: "GauriJagatap/StochAT notebooks/…"
             values: {cifar_wrn_atent_code: {Benign: 85.67}}
+        notes:                            # explanations of one cell (row id → column label)
+          cifar_wrn_trades: {"ℓ∞ PGD-20": "their checkpoint; the paper's step size differs"}
+
+`notes:` (a text, or a list of texts) may also sit on a row (`{model: …, notes: …}`) or a
+column (`{attack: …, label: …, notes: …}`): the recorded explanation of a difference from
+the paper (its source, what differs, what was tried). They are data: stored with the
+layout, shown on the table page, the Reproduction page and by `check --paper`. Each note is
+at most `MAX_NOTE_CHARS` characters (a suite may come from someone else; the loader already
+refuses control characters), and a place holds at most `MAX_NOTES` of them.
 
 Rows and columns marked `beyond: true` are not in the paper; they come after the paper's
 own. `orientation` names the paper's printed layout, which the page offers beside the
@@ -41,12 +50,14 @@ from bench.plugins.config import config_dict
 from bench.plugins.eps import Eps
 
 TABLE_KEYS = {"title", "source", "order", "tags", "tolerance", "rows", "columns", "reported",
-              "reported_by", "orientation", "info", "description"}
-ROW_KEYS = {"model", "reference", "label", "beyond", "info", "block"}
-COLUMN_KEYS = {"attack", "eps", "label", "beyond"}
+              "reported_by", "orientation", "info", "description", "notes"}
+ROW_KEYS = {"model", "reference", "label", "beyond", "info", "block", "notes"}
+COLUMN_KEYS = {"attack", "eps", "label", "beyond", "notes"}
 SOURCE_KEYS = {"label", "source", "values"}
 ORIENTATIONS = ("rows", "transposed", "attack_by_eps")
 PAPER = "paper"
+MAX_NOTE_CHARS = 2000      # one explanation: a paragraph, not a document
+MAX_NOTES = 20             # notes of one row, column or cell
 
 
 @dataclass
@@ -58,6 +69,9 @@ class Column:
     attack_label: str = ""     # the attack's own label (the paper view of Table 6 uses it)
     attack_plugin: str = ""
     attack_config: dict = field(default_factory=dict)   # resolved: the page states the budget
+    notes: list[str] = field(default_factory=list)
+    loss: str | None = None        # the attack's traits (bench.plugins.attack.Attack): the
+    strength: int | None = None    # page sets cross-entropy cells against stronger columns
 
 
 @dataclass
@@ -68,6 +82,7 @@ class Row:
     beyond: bool = False
     info: dict[str, str] = field(default_factory=dict)
     block: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +110,7 @@ class TableSpec:
     values: list[Reported]
     orientation: str = "rows"
     info: list[str] = field(default_factory=list)
+    cell_notes: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # row → column → notes
 
     @property
     def reported(self) -> dict[tuple[str, str], float]:
@@ -106,15 +122,58 @@ class TableSpec:
             "title": self.title, "source": self.source, "order": self.order, "tags": self.tags,
             "tolerance": self.tolerance, "orientation": self.orientation, "info": self.info,
             "rows": [{"model": r.model, "id": r.id, "label": r.label, "beyond": r.beyond,
-                      "info": r.info, "block": r.block} for r in self.rows],
+                      "info": r.info, "block": r.block, "notes": r.notes} for r in self.rows],
             "columns": [{"label": c.label, "attack": c.attack,
                          "eps": c.eps.literal if c.eps else None,
                          "eps_value": c.eps.value if c.eps else None,
                          "beyond": c.beyond, "attack_label": c.attack_label,
-                         "attack_plugin": c.attack_plugin, "attack_config": c.attack_config}
+                         "attack_plugin": c.attack_plugin, "attack_config": c.attack_config,
+                         "notes": c.notes, "loss": c.loss, "strength": c.strength}
                         for c in self.columns],
             "sources": {v.kind: v.kind_label for v in self.values},
+            "notes": self.cell_notes,
         }
+
+
+def _notes(ctx, node, key: str, where: str) -> list[str]:
+    """`notes:` of a row, column or cell: a text or a list of texts, each non-empty and at
+    most MAX_NOTE_CHARS characters."""
+    raw = node.get(key)
+    at = f"{where}.{key}" if key in node else where
+    if raw is None:
+        return []
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        ctx.err(node, key, "notes must be a text or a list of texts", at)
+    if len(items) > MAX_NOTES:
+        ctx.err(node, key, f"at most {MAX_NOTES} notes in one place, got {len(items)}", at)
+    out = []
+    for text in items:
+        if not text.strip():
+            ctx.err(node, key, "a note must not be empty", at)
+        if len(text) > MAX_NOTE_CHARS:
+            ctx.err(node, key, f"a note is at most {MAX_NOTE_CHARS} characters, got {len(text)}", at)
+        out.append(text.strip())
+    return out
+
+
+def _cell_notes(ctx, node, where: str, rows: list[Row], cols: list[Column]
+                ) -> dict[str, dict[str, list[str]]]:
+    """The table's `notes: {row id: {column label: notes}}`: every row and column known."""
+    tnode = ctx.mapping(node.get("notes"), f"{where}.notes", node, "notes")
+    row_ids = [r.id for r in rows]
+    col_labels = [c.label for c in cols]
+    out: dict[str, dict[str, list[str]]] = {}
+    for rid, by_col in tnode.items():
+        at = f"{where}.notes.{rid}"
+        if rid not in row_ids:
+            ctx.err(tnode, rid, f"not a row of this table{_dym(str(rid), row_ids)}", at)
+        by_col = ctx.mapping(by_col, at, tnode, rid)
+        for lbl in by_col:
+            if lbl not in col_labels:
+                ctx.err(by_col, lbl, f"not a column label{_dym(str(lbl), col_labels)}", f"{at}.{lbl}")
+            out.setdefault(rid, {})[lbl] = _notes(ctx, by_col, lbl, at)
+    return out
 
 
 def _paper_first(ctx, items: list, nodes: list, what: str, where: str) -> None:
@@ -159,6 +218,7 @@ def _rows(ctx, node, where: str, models: dict, info_names: list[str]) -> list[Ro
             row = Row(ref, ctx.typed(r, "label", str, at), None)
         row.beyond = ctx.typed(r, "beyond", bool, at, False)
         row.block = ctx.typed(r, "block", str, at)
+        row.notes = _notes(ctx, r, "notes", at)
         info = ctx.mapping(r.get("info"), f"{at}.info", r, "info")
         for k, v in info.items():
             if k not in info_names:
@@ -191,8 +251,10 @@ def _columns(ctx, node, where: str, attacks: dict) -> list[Column]:
         if any(x.label == label for x in cols):
             ctx.err(c, "label", f"duplicate column label {label!r}", f"{at}.label")
         spec = attacks[a]
+        config = config_dict(spec.config)
         cols.append(Column(label, a, e, ctx.typed(c, "beyond", bool, at, False), spec.label,
-                           spec.plugin, config_dict(spec.config)))
+                           spec.plugin, config, _notes(ctx, c, "notes", at),
+                           spec.cls.loss_for(config), spec.cls.strength))
     _paper_first(ctx, cols, cnode, "columns", f"{where}.columns")
     return cols
 
@@ -265,4 +327,4 @@ def parse_table(ctx, name: str, node, order: int, models: dict, attacks: dict) -
     return TableSpec(name, ctx.typed(node, "title", str, where, name), source,
                      ctx.typed(node, "order", int, where, order),
                      ctx.list_of_str(node, "tags", where), float(tol), rows, cols, values,
-                     orientation, info_names)
+                     orientation, info_names, _cell_notes(ctx, node, where, rows, cols))
