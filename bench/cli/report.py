@@ -1,8 +1,8 @@
 """CLI subcommands for the leaderboard and the regression checks.
 
 `bench.cli` calls `add_subcommands(subparsers)`; each subcommand sets `func(args) -> int`.
-Bad input raises BenchError, which the CLI prints as one line and maps to exit status 2.
-`main(argv)` runs these subcommands alone (the same mapping), e.g. for tests.
+Bad input raises BenchError, which `bench.cli.common.run_command` prints as one line and
+maps to exit status 2.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from bench.db.schema import ReportedValue, ResultRecord, TableRecord
 from bench.leaderboard.fmt import fmt_pct, fmt_when, table_page
 from bench.leaderboard.stats import MIN_TIME, accuracy_pct, preference, wilson
 from bench.leaderboard.store import PAPER, Store
-from bench.run.sanity import SATURATION_THRESHOLD, saturation_share
+from bench.db.outcomes import SATURATION_THRESHOLD, saturation_share
 
 DEFAULT_TOLERANCE_PP = 1.0       # when a table's layout gives none
 CE_ABOVE_STRONGER = "cross_entropy_above_stronger"   # a view flag (not stored): see module doc

@@ -39,14 +39,14 @@ the evaluation set is the first n test examples in a fixed order.
 from __future__ import annotations
 
 import dataclasses
-import io
 import itertools
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
-from bench.db.outcomes import unpack_outcomes, worst_case  # noqa: F401 (worst_case: sanity's API)
+from bench.db.outcomes import (  # noqa: F401 (worst_case and the saturation names: sanity's API)
+    SATURATION_DETAIL, SATURATION_THRESHOLD, saturation_share, unpack_outcomes, worst_case)
 
 if TYPE_CHECKING:
     import torch
@@ -63,13 +63,6 @@ WEAKER_ATTACK_STRONGER = "weaker_attack_stronger"
 SOFTMAX_SATURATED = "softmax_saturated"
 MODEL_FLAGS = (RANDOMIZED_OUTPUTS, ZERO_GRADIENTS, NONFINITE_GRADIENTS)
 
-SATURATION_DETAIL = "softmax_saturated"   # the per-sample bool stored in a result's details
-# A tenth of the inputs: where a cross-entropy attack stalls on that many, a robust
-# accuracy moves by whole points, more than the tables' tolerances; a smaller share is
-# shown on the page but not flagged. (p_y rounds to 1.0 in float32 once the true logit
-# leads every other by ~17 or more: a model trained to a loss of 1e-6, as the committed
-# SGD baseline's LeNet, gets there.)
-SATURATION_THRESHOLD = 0.10
 
 
 # ----------------------------------------------------------------------------- model flags
@@ -125,26 +118,6 @@ def softmax_saturation(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> to
     finally:
         model.train(was_training)
     return p == 1.0
-
-
-def saturation_share(details: bytes | Mapping[str, Any] | None) -> float | None:
-    """The share of a result's evaluated inputs whose softmax saturates, from its stored
-    details (an npz blob, read without pickles, or the unpacked dict); None when the result
-    has no such record (results evaluated before it was measured)."""
-    if details is None or (isinstance(details, (bytes, bytearray, memoryview)) and not details):
-        return None
-    try:
-        if isinstance(details, Mapping):
-            arr = details.get(SATURATION_DETAIL)
-        else:
-            with np.load(io.BytesIO(bytes(details)), allow_pickle=False) as d:
-                arr = d[SATURATION_DETAIL] if SATURATION_DETAIL in d.files else None
-    except (ValueError, OSError, KeyError):    # not an npz bench wrote: no share
-        return None
-    if arr is None:
-        return None
-    arr = np.asarray(arr).reshape(-1)
-    return float(arr.astype(bool).mean()) if arr.size else None
 
 
 # ----------------------------------------------------------------------------- result rows
