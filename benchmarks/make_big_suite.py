@@ -2,8 +2,8 @@
 """Write a large generated suite (and optionally a results database with some of its
 cells recorded) for the planner benchmark (issue 16 §7, `benchmarks/bench_planner.py`).
 
-The suite is MODELS × ATTACKS × EPS cells in one matrix entry (default 100 × 100 × 100 =
-10⁶): the models are one SmallCNN recipe with different learning rates (cheap to
+The suite is MODELS × ATTACKS × EPS cells, one matrix entry per model (default 100 × 100 ×
+100 = 10⁶): the models are one SmallCNN recipe with different learning rates (cheap to
 resolve, distinct keys), the attacks PGD with different step sizes. `--include N` adds N
 include entries (half repeat cells of the cross product, half are new ε values).
 
@@ -36,17 +36,19 @@ def suite_text(models: int, attacks: int, eps: int, include: int = 0) -> str:
         lines.append(f"  m_{m}: {{dataset: tiny, arch: small_cnn, defense: sgd, "
                      f"train: {{epochs: 1, batch_size: 64, lr: {0.01 + m * 1e-4:.4f}}}}}")
     eps_list = ", ".join(f"{(e + 1) / 1000:g}" for e in range(eps))
-    lines += ["matrix:", "  - name: all", "    tags: [big]",
-              f"    models: [{', '.join(f'm_{m}' for m in range(models))}]",
-              f"    attacks: [{', '.join(f'pgd_{a}' for a in range(attacks))}]",
-              f"    eps: [{eps_list}]", "    eval: {n: 64}"]
-    if include:
-        lines.append("    include:")
-        for i in range(include):
-            m, a = i % models, (i // models) % attacks
-            # even i: a cell of the cross product again; odd i: an ε outside it
-            e = f"{(i // 2 % eps + 1) / 1000:g}" if i % 2 == 0 else f"{2 + i / 1e6:g}"
-            lines.append(f"      - {{model: m_{m}, attack: pgd_{a}, eps: {e}}}")
+    # one matrix entry per model: a suite caps an entry at 10⁵ cells (bench.suite.load)
+    lines.append("matrix:")
+    for m in range(models):
+        lines += [f"  - name: all_{m}", "    tags: [big]", f"    models: [m_{m}]",
+                  f"    attacks: [{', '.join(f'pgd_{a}' for a in range(attacks))}]",
+                  f"    eps: [{eps_list}]", "    eval: {n: 64}"]
+        if include and m == 0:
+            lines.append("    include:")
+            for i in range(include):
+                a = i % attacks
+                # even i: a cell of the cross product again; odd i: an ε outside it
+                e = f"{(i // 2 % eps + 1) / 1000:g}" if i % 2 == 0 else f"{2 + i / 1e6:g}"
+                lines.append(f"      - {{model: m_0, attack: pgd_{a}, eps: {e}}}")
     return "\n".join(lines) + "\n"
 
 
