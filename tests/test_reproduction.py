@@ -440,3 +440,70 @@ def test_a_saturated_model_is_flagged_and_its_cross_entropy_cell_explained(tmp_p
     assert f"softmax saturated on {100 * shares['clean']:.1f} % of the inputs ⚑" in repro["v-tab-c-0-0"][1]
     assert main(["check", "--paper", "--db", str(tmp_path / "bench.sqlite")]) in (0, 1)
     assert "    ⚑ cross-entropy attack PGD-5" in capsys.readouterr().out
+
+
+# ============================================================================ recipe rows
+
+RECIPES = (SUITE
+           .replace("  m_b: {dataset: mnist", "  m_c: {dataset: mnist, arch: small_cnn, defense: sgd, "
+                    "label: Alpha (authors' code), train: {epochs: 2}}\n  m_b: {dataset: mnist")
+           .replace("models: [m_a, m_b]", "models: [m_a, m_b, m_c]")
+           .replace("      - m_b\n", "      - m_b\n      - {model: m_c, beyond: true, recipe_for: m_a}\n"))
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("recipe_for: m_a}", "recipe_for: m_aa}", "did you mean 'm_a'"),
+    ("recipe_for: m_a}", "recipe_for: borrowed}", "not a model row of the paper"),
+    ("recipe_for: m_a}", "recipe_for: m_c}", "not a model row of the paper"),
+    ("{model: m_c, beyond: true, recipe_for: m_a}", "{model: m_c, recipe_for: m_a}",
+     "only a model row marked beyond: true"),
+])
+def test_bad_recipe_for_is_one_located_sentence(tmp_path, old, new, message):
+    text = RECIPES.replace(old, new)
+    with pytest.raises(SuiteError) as ei:
+        _suite(tmp_path, text)
+    assert message in str(ei.value) and "recipe_for" in str(ei.value)
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "{model: m_c" in s)
+    assert ei.value.line == line, str(ei.value)
+
+
+def test_recipe_rows_are_judged_against_the_paper_row_never_gating(tmp_path, capsys):
+    suite = _suite(tmp_path, RECIPES)
+    assert suite.tables["tab"].layout()["rows"][3]["recipe_for"] == "m_a"
+    engine = db.open_db(tmp_path / "bench.sqlite")
+    record_tables(engine, suite)
+    with Session(engine) as s:
+        add_result(s, model="m_a", model_key="ka", attack="clean", eps_literal="0", eps=0.0,
+                   correct=correct_range(100, 0, 99))
+        add_result(s, model="m_a", model_key="ka", attack="pgd", eps_literal="0.3", eps=0.3,
+                   correct=correct_range(100, 0, 60))
+        add_result(s, model="m_b", model_key="kb", attack="pgd", eps_literal="0.3", eps=0.3,
+                   correct=correct_range(100, 0, 40))
+        # the recipe row: far above the paper's PGD-20 61.0, its Benign not run
+        add_result(s, model="m_c", model_key="kc", attack="pgd", eps_literal="0.3", eps=0.3,
+                   correct=correct_range(200, 0, 150))
+        s.commit()
+    verdicts = check.check_paper(engine)
+    by = {(v.row, v.column): v for v in verdicts}
+    assert len(verdicts) == 3               # the recipe row is no paper cell (nor the reference)
+    pgd = by[("Alpha", "PGD-20")]
+    assert [(r.row, r.verdict, r.measured, r.reported, r.n) for r in pgd.recipes] == [
+        ("Alpha (authors' code)", check.ABOVE, 75.0, 61.0, 200)]
+    assert pgd.recipes[0].diff_pp == pytest.approx(14.0)
+    assert [(r.verdict, r.measured) for r in by[("Alpha", "Benign")].recipes] == [(check.NOT_RUN, None)]
+    assert by[("Beta", "PGD-20")].recipes == []
+    # the recipe's verdict never gates: every paper cell of the table is reproduced
+    assert not any(v.failing for v in verdicts)
+    assert main(["check", "--paper", "--db", str(tmp_path / "bench.sqlite")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    i = next(i for i, line in enumerate(out) if "Alpha / PGD-20" in line)
+    assert "    recipe Alpha (authors' code): 75.00 (n 200), Δ +14.00 pp: above" in out[i + 1:i + 5]
+    # the Reproduction page: the recipe under the value it tries, linked to its cell
+    site = render_site(engine, tmp_path / "site").parent
+    page = (site / "reproduction.html").read_text()
+    rows = dict(re.findall(r'<tr id="v-tab-(c-\d+-\d+)" class="verdict-\w+">(.*?)</tr>', page, re.S))
+    assert set(rows) == {"c-0-0", "c-1-0", "c-1-1", "c-2-1"}
+    recipes = rows["c-1-1"].split('class="name recipes"')[1].split("</td>")[0]
+    assert f'href="{table_page("tab")}#c-3-1"' in recipes
+    assert "Alpha (authors&#39; code)" in recipes and "75.00" in recipes and "above" in recipes
+    assert "recipes" in rows["c-2-1"] and "<li" not in rows["c-2-1"].split('class="name recipes"')[1].split("</td>")[0]

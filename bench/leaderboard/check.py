@@ -314,10 +314,21 @@ class PaperVerdict:
     reason: str = ""
     notes: list[str] = field(default_factory=list)    # suite.yaml's: row, column, cell
     sanity: list[str] = field(default_factory=list)   # the view's flag explanations
+    # rows beyond the paper that try another recipe for this value (their `recipe_for:`),
+    # judged against it the same way; shown beside it, never gating
+    recipes: list["PaperVerdict"] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return f"{self.table}: {self.row} / {self.column}"
+
+    @property
+    def recipe_line(self) -> str:
+        """"recipe <row>: <measured> (n …), Δ …: <verdict>" — one recipe row's answer."""
+        if self.measured is None:
+            return f"recipe {self.row}: {self.verdict.replace('_', ' ')}"
+        return (f"recipe {self.row}: {self.measured:.2f} (n {self.n}), Δ {self.diff_pp:+.2f} pp: "
+                f"{self.verdict.replace('_', ' ')}")
 
     @property
     def failing(self) -> bool:
@@ -357,17 +368,24 @@ def paper_cells(views: Sequence[TableView], *, tolerance: float | None = None,
         for row in tv.rows:
             if row.reference and not references:
                 continue
-            for cell, col in zip(row.cells, tv.columns):
+            recipe_rows = [r for r in tv.rows if r.recipe_for == row.model and not r.reference]
+            for j, (cell, col) in enumerate(zip(row.cells, tv.columns)):
                 if cell.reported is None:   # the paper's own values only (kind "paper")
                     continue
-                yield _paper_verdict(tv, row, cell, col, tol), tv, row, cell, col
+                v = _paper_verdict(tv, row, cell, col, tol)
+                v.recipes = [_paper_verdict(tv, r, r.cells[j], col, tol, reported=cell.reported)
+                             for r in recipe_rows]
+                yield v, tv, row, cell, col
 
 
 def _paper_verdict(tv: TableView, row: RowView, cell: CellView, col: ColumnView,
-                   tol: float) -> PaperVerdict:
+                   tol: float, reported: float | None = None) -> PaperVerdict:
+    """The verdict of a cell against the paper's value printed for it (`reported`: the
+    value of the paper row a recipe row tries, for a row beyond the paper)."""
+    reported = cell.reported if reported is None else reported
     v = PaperVerdict(table=tv.name, row=row.label, model=row.model,
                      column=col.label, attack=col.attack, eps=col.eps,
-                     verdict=NOT_RUN, reported=cell.reported, tolerance=tol,
+                     verdict=NOT_RUN, reported=reported, tolerance=tol,
                      n=cell.n or None,
                      cell_id=cell.result.cell_id if cell.result else None,
                      notes=row.notes_of(col.index, col), sanity=list(cell.sanity))
@@ -377,9 +395,9 @@ def _paper_verdict(tv: TableView, row: RowView, cell: CellView, col: ColumnView,
         v.verdict, v.reason = FAILED, cell.error
     elif cell.state == "done" and cell.value is not None:
         v.measured, v.ci = cell.value, cell.ci
-        v.diff_pp = cell.value - cell.reported
+        v.diff_pp = cell.value - reported
         v.reported_in_ci = (None if cell.ci is None
-                            else cell.ci[0] <= cell.reported <= cell.ci[1])
+                            else cell.ci[0] <= reported <= cell.ci[1])
         if abs(v.diff_pp) <= tol + 1e-9:
             v.verdict = REPRODUCED
         else:

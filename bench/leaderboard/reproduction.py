@@ -46,6 +46,7 @@ class ReproRow:
     cell: CellView
     column: ColumnView
     needs: str = ""              # for a cell not run: what running it takes
+    recipes: list[tuple[PaperVerdict, str]] = field(default_factory=list)  # (verdict, href)
 
     @property
     def href(self) -> str:
@@ -82,6 +83,9 @@ def build_reproduction(store: Store, views: Sequence[TableView]) -> list[ReproTa
     for v, tv, row, cell, col in paper_cells([t for t in views if not t.smoke], references=True):
         rt = out.setdefault(tv.name, ReproTable(tv))
         r = ReproRow(v, tv, row, cell, col)
+        by_model = {x.model: x for x in tv.rows}
+        r.recipes = [(rv, f"{tv.page}#{by_model[rv.model].cells[col.index].id}")
+                     for rv in v.recipes]
         if row.reference:
             r.needs = ("nothing bench can run: a value the paper quotes from elsewhere; the "
                        "suite has no model for it")

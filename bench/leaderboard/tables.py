@@ -124,6 +124,7 @@ class RowView:
     block: str | None = None
     best_epoch: int | None = None
     notes: list[str] = field(default_factory=list)
+    recipe_for: str | None = None    # the paper's row whose values this row's recipe tries
 
     def notes_of(self, j: int, column: ColumnView) -> list[str]:
         """Every recorded note that applies to the cell in column j: the row's, the
@@ -413,7 +414,9 @@ def build_table(store: Store, rec: TableRecord, *, smoke: bool = False) -> Table
                             beyond=bool(row.get("beyond")), info=dict(row.get("info") or {}),
                             block=row.get("block"),
                             best_epoch=next((b for b in best if isinstance(b, int)), None),
-                            notes=notes_from(row.get("notes"))))
+                            notes=notes_from(row.get("notes")),
+                            recipe_for=(row.get("recipe_for")
+                                        if isinstance(row.get("recipe_for"), str) else None)))
         if not reference:
             cross_entropy_checks(rows[-1], columns)
     measured = [r for r in rows if not r.reference]

@@ -105,12 +105,14 @@ def format_table(verdicts: Sequence[Verdict | PaperVerdict], *, width: int = 160
 
 
 def _explanations(v: Verdict | PaperVerdict) -> list[str]:
-    """A paper verdict's notes ("note: …") and sanity explanations ("⚑ …"), one line each,
-    whitespace collapsed and control characters escaped (they come from files)."""
+    """A paper verdict's notes ("note: …"), sanity explanations ("⚑ …") and the recipe rows
+    tried for its value ("recipe …: measured, Δ: verdict"), one line each, whitespace
+    collapsed and control characters escaped (they come from files)."""
     if not isinstance(v, PaperVerdict):
         return []
     return ([printable(" ".join(f"note: {n}".split())) for n in v.notes]
-            + [printable(" ".join(f"⚑ {x}".split())) for x in v.sanity])
+            + [printable(" ".join(f"⚑ {x}".split())) for x in v.sanity]
+            + [printable(" ".join(r.recipe_line.split())) for r in v.recipes])
 
 
 def write_junit(verdicts: Sequence[Verdict | PaperVerdict], path: str | Path, *,

@@ -11,6 +11,7 @@
           - {model: cifar_wrn_trades, label: TRADES, info: {Model: WRN-34-10}}
           - {reference: blum_crown_ibp, label: "Crown IBP [48]"}   # a value with no model
           - {model: cifar_wrn_sgd, beyond: true}                    # not in the paper
+          - {model: cifar_wrn_sgd_code, beyond: true, recipe_for: cifar_wrn_sgd}
           - {model: …, block: "ε2 = 0.435"}   # starts a block under that sub-header
         columns:
           - {attack: clean, label: Benign}
@@ -36,7 +37,10 @@ at most `MAX_NOTE_CHARS` characters (a suite may come from someone else; the loa
 refuses control characters), and a place holds at most `MAX_NOTES` of them.
 
 Rows and columns marked `beyond: true` are not in the paper; they come after the paper's
-own. `orientation` names the paper's printed layout, which the page offers beside the
+own. `recipe_for: <row>` on a row beyond the paper says it trains another recipe for the
+values a row of the paper prints (the authors' code, a reading of a setting the paper leaves
+open): the Reproduction page and `check --paper` judge it against that row's values, beside
+the row itself, without gating on it. `orientation` names the paper's printed layout, which the page offers beside the
 one-row-per-model layout: `rows` (as declared), `transposed` (attacks as rows, defenses as
 columns: Table 3), `attack_by_eps` (one row per attack, one column per ε: Table 6).
 """
@@ -51,7 +55,7 @@ from bench.plugins.eps import Eps
 
 TABLE_KEYS = {"title", "source", "order", "tags", "tolerance", "rows", "columns", "reported",
               "reported_by", "orientation", "info", "description", "notes"}
-ROW_KEYS = {"model", "reference", "label", "beyond", "info", "block", "notes"}
+ROW_KEYS = {"model", "reference", "label", "beyond", "info", "block", "notes", "recipe_for"}
 COLUMN_KEYS = {"attack", "eps", "label", "beyond", "notes"}
 SOURCE_KEYS = {"label", "source", "values"}
 ORIENTATIONS = ("rows", "transposed", "attack_by_eps")
@@ -83,6 +87,7 @@ class Row:
     info: dict[str, str] = field(default_factory=dict)
     block: str | None = None
     notes: list[str] = field(default_factory=list)
+    recipe_for: str | None = None   # a row of the paper whose printed values this row's recipe tries
 
 
 @dataclass
@@ -122,7 +127,8 @@ class TableSpec:
             "title": self.title, "source": self.source, "order": self.order, "tags": self.tags,
             "tolerance": self.tolerance, "orientation": self.orientation, "info": self.info,
             "rows": [{"model": r.model, "id": r.id, "label": r.label, "beyond": r.beyond,
-                      "info": r.info, "block": r.block, "notes": r.notes} for r in self.rows],
+                      "info": r.info, "block": r.block, "notes": r.notes,
+                      "recipe_for": r.recipe_for} for r in self.rows],
             "columns": [{"label": c.label, "attack": c.attack,
                          "eps": c.eps.literal if c.eps else None,
                          "eps_value": c.eps.value if c.eps else None,
@@ -219,6 +225,7 @@ def _rows(ctx, node, where: str, models: dict, info_names: list[str]) -> list[Ro
         row.beyond = ctx.typed(r, "beyond", bool, at, False)
         row.block = ctx.typed(r, "block", str, at)
         row.notes = _notes(ctx, r, "notes", at)
+        row.recipe_for = ctx.typed(r, "recipe_for", str, at)
         info = ctx.mapping(r.get("info"), f"{at}.info", r, "info")
         for k, v in info.items():
             if k not in info_names:
@@ -231,7 +238,24 @@ def _rows(ctx, node, where: str, models: dict, info_names: list[str]) -> list[Ro
             ctx.err(rnode, j, f"row {row.id!r} is listed twice", at)
         rows.append(row)
     _paper_first(ctx, rows, rnode, "rows", f"{where}.rows")
+    _recipe_rows(ctx, rows, rnode, where)
     return rows
+
+
+def _recipe_rows(ctx, rows: list[Row], rnode: list, where: str) -> None:
+    """`recipe_for:` names a row of the paper in the same table (a model row, not beyond),
+    and sits on a row beyond the paper: another recipe for the values that row prints."""
+    paper_rows = [r.id for r in rows if not r.beyond and r.model is not None]
+    for j, row in enumerate(rows):
+        if row.recipe_for is None:
+            continue
+        at = f"{where}.rows[{j}].recipe_for"
+        if not row.beyond or row.model is None:
+            ctx.err(rnode[j], "recipe_for", "only a model row marked beyond: true can be "
+                                            "another recipe for a row of the paper", at)
+        elif row.recipe_for not in paper_rows:
+            ctx.err(rnode[j], "recipe_for", f"{row.recipe_for!r} is not a model row of the "
+                    f"paper in this table{_dym(row.recipe_for, paper_rows)}", at)
 
 
 def _columns(ctx, node, where: str, attacks: dict) -> list[Column]:
