@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from bench import __version__
 from bench.atomic import atomic_write_text
 from bench.checkpoints.sources import redacted_config
+from bench.db.chunks import select_in
 from bench.db.schema import ModelRecord, ResultRecord
 from bench.errors import BenchError, one_line, printable
 from bench.leaderboard.baseline_schema import (  # noqa: F401  (its names, from here too)
@@ -113,7 +114,7 @@ def save_baseline(engine: Engine, name: str, *, tags: Sequence[str] | None = Non
         results = [r for r in s.scalars(select(ResultRecord).where(ResultRecord.status == "done"))
                    if in_selection(r, tags, filters)]
         keys = sorted({r.model_key for r in results})
-        models = [m for m in s.scalars(select(ModelRecord).where(ModelRecord.key.in_(keys)))]
+        models = [row[0] for row in select_in(s, select(ModelRecord), ModelRecord.key, keys)]
         s.expunge_all()
     if not results:
         what = []
