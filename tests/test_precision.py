@@ -204,7 +204,6 @@ def test_training_inner_loops_make_no_host_sync(name, config, no_host_sync):
     policy, run without a host sync (the loop reads the loss once per epoch)."""
     from bench.plugins.config import build_config
     from bench.plugins.defense import StepContext
-    import contextlib
     cls = DEFENSES.get(name)
     defense = cls(build_config(cls.Config, config, name), num_classes=10, dataset_size=6)
     model = _small_cnn().train()

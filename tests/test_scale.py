@@ -23,7 +23,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select

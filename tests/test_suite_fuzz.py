@@ -18,7 +18,7 @@ from bench.plugins.registry import ATTACKS, DEFENSES
 from bench.run.plan import expand
 from bench.plugins.eps import MAX_EPS, MAX_LITERAL, parse_eps
 from bench.suite.load import load_suite
-from bench.suite.recipe import EvalConfig, TrainConfig
+from bench.suite.recipe import TrainConfig
 from tests.test_suite_hostile import deadline
 
 SETTINGS = settings(max_examples=100, deadline=10_000, derandomize=True,

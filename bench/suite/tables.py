@@ -48,7 +48,6 @@ columns: Table 3), `attack_by_eps` (one row per attack, one column per ε: Table
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from bench.plugins.config import config_dict
 from bench.plugins.eps import Eps
