@@ -62,6 +62,19 @@ def cifar10_root(data_dir) -> Path:
     return ensure_dataset(data_dir, "cifar10")
 
 
+@pytest.fixture
+def suite_file(tmp_path):
+    """`suite_file(text=ONE_MODEL, name="suite.yaml")` writes a suite into the test's folder
+    and returns its path; the shared texts are in tests/suites.py."""
+    from tests.suites import ONE_MODEL
+
+    def write(text: str = ONE_MODEL, name: str = "suite.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+    return write
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -14,11 +14,10 @@ from datetime import timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bench.db.database import open_db
 from bench.errors import BenchError
 from bench.leaderboard.baseline import load_baseline
-from test_baseline_schema import CELLS, MODEL, run_cli
-from test_check import db_with
+from test_baseline_schema import saved  # noqa: F401  (the shared fixture: a saved baseline)
+from tests.cli_runner import run_cli
 from test_report import make_db
 
 FUZZ = settings(max_examples=150, deadline=timedelta(seconds=10), derandomize=True,
@@ -27,16 +26,12 @@ FUZZ = settings(max_examples=150, deadline=timedelta(seconds=10), derandomize=Tr
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fuzz")
-    db_with(d / "base.sqlite", CELLS).dispose()
-    rc, _, err = run_cli(["baseline", "save", "good", "--db", str(d / "base.sqlite"),
-                          "--dir", str(d)])
-    assert rc == 0, err
-    doc = json.loads((d / "good.json").read_text())
-    doc["models"] = [MODEL]
-    make_db(d / "tables")             # a database with paper tables, for the report
-    return d, doc
+def tables_engine(tmp_path_factory):
+    """A database with paper tables, for the report."""
+    d = tmp_path_factory.mktemp("tables")
+    engine = make_db(d)
+    yield engine
+    engine.dispose()
 
 
 scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.just(-10**400)
@@ -109,12 +104,12 @@ def assert_one_verdict_or_one_sentence(rc, out, err):
                                     or lines[0].startswith("nothing compared: ")), err
 
 
-def test_any_baseline_document_ends_in_a_verdict_or_one_sentence(saved):
+def test_any_baseline_document_ends_in_a_verdict_or_one_sentence(saved, tables_engine):
     d, base = saved
     from bench.leaderboard.baseline import baseline_records
     from bench.leaderboard.store import load_store
     from bench.leaderboard.tables import build_table
-    engine = open_db(d / "tables" / "bench.sqlite", create=False)
+    engine = tables_engine
     seen = {"accepted": 0, "refused": 0}
 
     @FUZZ
@@ -140,11 +135,11 @@ def test_any_baseline_document_ends_in_a_verdict_or_one_sentence(saved):
     assert seen["accepted"] and seen["refused"]      # the fuzz reached both outcomes
 
 
-def test_documents_the_loader_accepts_render_as_a_site(saved, tmp_path):
+def test_documents_the_loader_accepts_render_as_a_site(saved, tables_engine, tmp_path):
     """Small edits of optional fields that keep the document valid: the site renders."""
     d, base = saved
     from bench.leaderboard.site import render_site
-    engine = open_db(d / "tables" / "bench.sqlite", create=False)
+    engine = tables_engine
 
     @settings(FUZZ, max_examples=25)
     @given(doc=mutated(base))

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchError
-from test_baseline_schema import _in_child, run_cli
+from test_baseline_schema import _in_child
+from tests.cli_runner import run_cli
 from test_check import db_with, outcomes
 from test_report import make_db
 

@@ -7,14 +7,12 @@ and renders the rest; `run` renders its site in spite of them; a FIFO does not h
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import io
 import json
 import os
 import signal
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -22,19 +20,9 @@ import pytest
 
 from bench.cli.main import main
 from test_check import db_with, outcomes
+from tests.cli_runner import run_cli
 
 BIG = 64 * 2**20
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """`python -m bench ARGV` in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(argv)
-        except SystemExit as e:             # argparse's own usage errors
-            rc = e.code if isinstance(e.code, int) else 2
-    return rc, out.getvalue(), err.getvalue()
 
 
 CELLS = [{"cell_id": "mnist/a", "correct": outcomes(100, 90)},
@@ -301,32 +289,10 @@ def test_a_fifo_in_place_of_a_baseline_does_not_hang(saved, tmp_path):
     assert "warning: skipping baseline" in text and "shared.json" in text
 
 
-SUITE = textwrap.dedent("""\
-    version: 1
-    seed: 0
-    datasets:
-      tiny: {plugin: mnist, train_subset: 128}
-    attacks:
-      clean: {plugin: clean}
-    models:
-      m:
-        dataset: tiny
-        arch: small_cnn
-        defense: sgd
-        train: {epochs: 1, batch_size: 64, lr: 0.05}
-    matrix:
-      - name: main
-        tags: [t]
-        models: [m]
-        attacks: [clean]
-        eval: {n: 16}
-    """)
-
-
 def test_run_renders_its_site_in_spite_of_a_malformed_committed_baseline(
-        tmp_path, monkeypatch, data_root):
+        tmp_path, monkeypatch, data_root, suite_file):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "suite.yaml").write_text(SUITE)
+    suite_file()
     (tmp_path / "results" / "baselines").mkdir(parents=True)
     (tmp_path / "results" / "baselines" / "broken.json").write_text('{"format": "bench-baseline"')
     rc, out, err = run_cli(["run", "suite.yaml", "--db", "r.sqlite", "--data-root", str(data_root),

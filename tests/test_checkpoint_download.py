@@ -35,6 +35,7 @@ from bench.errors import CheckpointError, SuiteError
 from bench.plugins.model import build_model
 from bench.plugins.registry import DATASETS
 from bench.suite.load import load_suite
+from tests.suites import published
 
 N = 64
 
@@ -114,27 +115,6 @@ def free_port() -> int:
     return port
 
 
-def suite_text(url: str, sha256: str | None = None) -> str:
-    sha = f"\n      sha256: \"{sha256}\"" if sha256 else ""
-    return (
-        "version: 1\n"
-        "attacks:\n"
-        "  clean: {plugin: clean}\n"
-        "models:\n"
-        "  m_pub:\n"
-        "    label: \"SmallCNN (published)\"\n"
-        "    dataset: mnist\n"
-        "    arch: small_cnn\n"
-        "    checkpoint:\n"
-        f"      url: \"{url}\"{sha}\n"
-        "matrix:\n"
-        "  - name: pub\n"
-        "    tags: [pub]\n"
-        "    models: [m_pub]\n"
-        "    attacks: [clean]\n"
-        f"    eval: {{n: {N}, batch_size: {N}}}\n")
-
-
 class Bench:
     """`bench run` on a suite file, with one database and one results folder."""
 
@@ -191,7 +171,7 @@ def one_sentence(text: str) -> None:
 def test_downloaded_verified_loaded_evaluated_recorded_then_cached(server, bench_, data_root):
     sha = publish(server, "smallcnn.pt", predicted_class=3)
     url = f"{server.url}/smallcnn.pt"
-    bench_.write(suite_text(url, sha))
+    bench_.write(published(url, sha, N))
     assert bench_.run("--dry-run")[0] == 0 and server.hits["/smallcnn.pt"] == 0
     assert f"m_pub                        {url} (to download)" in bench_.stdout
     rc, err = bench_.run()
@@ -224,7 +204,7 @@ def test_wrong_sha256_is_refused_and_nothing_is_evaluated(server, bench_):
     sha = publish(server, "smallcnn.pt", predicted_class=3)
     wrong = "0" * 64
     url = f"{server.url}/smallcnn.pt"
-    bench_.write(suite_text(url, wrong))
+    bench_.write(published(url, wrong, N))
     rc, err = bench_.run()
     assert rc == 1
     sentence = (f"the checkpoint downloaded from {url} has sha256 {sha}, but the sha256 the suite "
@@ -240,7 +220,7 @@ def test_wrong_sha256_is_refused_and_nothing_is_evaluated(server, bench_):
 def test_first_hash_is_recorded_and_a_changed_file_is_refused(server, bench_, data_root):
     first = publish(server, "smallcnn.pt", predicted_class=3)
     url = f"{server.url}/smallcnn.pt"
-    bench_.write(suite_text(url))           # no sha256: trust on first use
+    bench_.write(published(url, None, N))           # no sha256: trust on first use
     rc, err = bench_.run()
     assert rc == 0, err
     assert f"recorded sha256 {first} of {url}" in err
@@ -276,7 +256,7 @@ def test_first_hash_is_recorded_and_a_changed_file_is_refused(server, bench_, da
 def test_corrupt_cached_file_is_downloaded_again(server, bench_, data_root):
     sha = publish(server, "smallcnn.pt", predicted_class=3)
     url = f"{server.url}/smallcnn.pt"
-    bench_.write(suite_text(url))            # the recorded hash guards the cache too
+    bench_.write(published(url, None, N))            # the recorded hash guards the cache too
     assert bench_.run()[0] == 0
     cached = bench_.downloads / cache_name(url)
     data = bytearray(cached.read_bytes())
@@ -296,7 +276,7 @@ def test_corrupt_cached_file_is_downloaded_again(server, bench_, data_root):
 
 def test_http_404_is_one_sentence_and_the_run_goes_on(server, bench_):
     url = f"{server.url}/missing.pt"
-    bench_.write(suite_text(url))
+    bench_.write(published(url, None, N))
     rc, err = bench_.run()
     assert rc == 1
     sentence = f"downloading the checkpoint {url} failed: HTTP 404 File not found"
@@ -309,7 +289,7 @@ def test_http_404_is_one_sentence_and_the_run_goes_on(server, bench_):
 
 def test_connection_refused_is_one_sentence(bench_):
     url = f"http://127.0.0.1:{free_port()}/smallcnn.pt"
-    bench_.write(suite_text(url))
+    bench_.write(published(url, None, N))
     rc, err = bench_.run()
     assert rc == 1
     r = bench_.result()
@@ -322,7 +302,7 @@ def test_connection_refused_is_one_sentence(bench_):
 def test_offline_with_nothing_cached_is_one_sentence(server, bench_):
     publish(server, "smallcnn.pt", predicted_class=3)
     url = f"{server.url}/smallcnn.pt"
-    bench_.write(suite_text(url))
+    bench_.write(published(url, None, N))
     rc, err = bench_.run("--offline")
     assert rc == 1 and server.hits["/smallcnn.pt"] == 0
     sentence = (f"the checkpoint {url} is not in the checkpoint cache {bench_.downloads} "
@@ -335,7 +315,7 @@ def test_one_failing_download_does_not_stop_the_other_models(server, bench_, dat
     sha = publish(server, "good.pt", predicted_class=3)
     extra = (f"  m_bad:\n    dataset: mnist\n    arch: small_cnn\n"
              f"    checkpoint: {{url: \"{server.url}/gone.pt\"}}\n")
-    text = suite_text(f"{server.url}/good.pt", sha).replace("models:\n", "models:\n" + extra, 1) \
+    text = published(f"{server.url}/good.pt", sha, N).replace("models:\n", "models:\n" + extra, 1) \
         .replace("models: [m_pub]", "models: [m_bad, m_pub]")
     bench_.write(text)
     rc, err = bench_.run()
@@ -418,15 +398,15 @@ def test_a_download_never_leaves_a_half_file_in_place(server, tmp_path, monkeypa
 
 def test_resolved_model_key_includes_url_and_sha256(tmp_path):
     p = tmp_path / "s.yaml"
-    p.write_text(suite_text("https://example.org/a.pt", "AB" * 32))
+    p.write_text(published("https://example.org/a.pt", "AB" * 32, N))
     spec = load_suite(p).models["m_pub"]
     assert spec.defense == "external" and spec.defense_config is None
     assert spec.checkpoint == RemoteCheckpoint("https://example.org/a.pt", "ab" * 32)
     assert spec.resolved()["checkpoint"] == {"url": "https://example.org/a.pt", "sha256": "ab" * 32}
     keys = {spec.key}
-    for text in (suite_text("https://example.org/b.pt", "ab" * 32),
-                 suite_text("https://example.org/a.pt", "cd" * 32),
-                 suite_text("https://example.org/a.pt")):
+    for text in (published("https://example.org/b.pt", "ab" * 32, N),
+                 published("https://example.org/a.pt", "cd" * 32, N),
+                 published("https://example.org/a.pt", None, N)):
         p.write_text(text)
         keys.add(load_suite(p).models["m_pub"].key)
     assert len(keys) == 4

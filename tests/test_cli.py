@@ -6,14 +6,11 @@ traceback."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
-import io
 import json
 import os
 import shutil
 import sqlite3
-import textwrap
 
 import numpy as np
 import pytest
@@ -21,40 +18,10 @@ import pytest
 from bench.db import database as db
 from bench.db.outcomes import pack_outcomes
 from bench.db.schema import ReportedValue, ResultRecord, TableRecord
-from bench.cli.main import build_parser, main
+from bench.cli.main import build_parser
+from tests.cli_runner import run_cli
 from tests.conftest import REPO
 
-SUITE = textwrap.dedent("""\
-    version: 1
-    seed: 0
-    datasets:
-      tiny: {plugin: mnist, train_subset: 256}
-    attacks:
-      clean: {plugin: clean}
-    models:
-      m:
-        dataset: tiny
-        arch: small_cnn
-        defense: sgd
-        train: {epochs: 1, batch_size: 64, lr: 0.05}
-    matrix:
-      - name: main
-        tags: [t]
-        models: [m]
-        attacks: [clean]
-        eval: {n: 32}
-    """)
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """`python -m bench ARGV` in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(argv)
-        except SystemExit as e:             # argparse's own usage errors
-            rc = e.code if isinstance(e.code, int) else 2
-    return rc, out.getvalue(), err.getvalue()
 
 
 # ============================================================================ help
@@ -98,11 +65,11 @@ def test_every_help_page_prints(path):
 # ============================================================================ bad input
 
 @pytest.fixture
-def files(tmp_path, monkeypatch):
+def files(tmp_path, monkeypatch, suite_file):
     """A working folder with a valid suite and one of each kind of wrong file."""
     monkeypatch.chdir(tmp_path)
     f = {"dir": tmp_path}
-    (tmp_path / "suite.yaml").write_text(SUITE)
+    suite_file()
     (tmp_path / "junk").write_bytes(bytes(range(256)) * 8)          # binary, not text
     (tmp_path / "empty").write_bytes(b"")
     (tmp_path / "text").write_text("just some text\n")

@@ -34,10 +34,9 @@ from bench.checkpoints.foreign import load_external_checkpoint
 from bench.checkpoints.sources import redact_url, redacted_config
 from bench.cli.main import main
 from bench.errors import CheckpointError, SuiteError
-from bench.plugins.model import build_model
-from bench.plugins.registry import DATASETS
 from bench.suite.load import load_suite
-from test_checkpoint_download import Bench, one_sentence, publish, suite_text
+from test_checkpoint_download import N, Bench, one_sentence, publish
+from tests.suites import published
 
 BLOCK = 64 * 1024
 SERVED_LIMIT = 64 * 1024 * 1024      # an "endless" handler stops itself after this much
@@ -401,7 +400,7 @@ def test_credentials_in_a_url_reach_no_database_log_baseline_or_site(server, tmp
     shown = f"{server.url}/smallcnn.pt?X-Amz-Signature=REDACTED&token=REDACTED"
     gone = f"http://{user}:{password}@{host}/gone.pt?sig={sig}"        # a failing model: its error too
     b = Bench(tmp_path, data_root, capsys)
-    text = suite_text(url).replace(
+    text = published(url, None, N).replace(
         "models:\n", f"models:\n  m_gone:\n    dataset: mnist\n    arch: small_cnn\n"
                      f"    checkpoint: {{url: \"{gone}\"}}\n", 1).replace("models: [m_pub]", "models: [m_gone, m_pub]")
     b.write(text)

@@ -143,9 +143,10 @@ def test_notes_keep_lines_and_refuse_control_characters(tmp_path):
 
 # ============================================================================ notes: shown
 
-@pytest.fixture()
-def recorded(tmp_path):
-    suite = _suite(tmp_path)
+def _record(tmp_path, text: str = SUITE, beta_pgd: int = 45):
+    """The suite's tables and three results: Alpha clean 99/100 and PGD-20 60/100, Beta
+    PGD-20 `beta_pgd`/100."""
+    suite = _suite(tmp_path, text)
     engine = db.open_db(tmp_path / "bench.sqlite")
     record_tables(engine, suite)
     with Session(engine) as s:
@@ -154,9 +155,14 @@ def recorded(tmp_path):
         add_result(s, model="m_a", model_key="ka", attack="pgd", eps_literal="0.3", eps=0.3,
                    correct=correct_range(100, 0, 60))
         add_result(s, model="m_b", model_key="kb", attack="pgd", eps_literal="0.3", eps=0.3,
-                   correct=correct_range(100, 0, 45))
+                   correct=correct_range(100, 0, beta_pgd))
         s.commit()
     return suite, engine
+
+
+@pytest.fixture()
+def recorded(tmp_path):
+    return _record(tmp_path)
 
 
 def test_notes_on_the_table_page_escaped(recorded, tmp_path):
@@ -468,17 +474,9 @@ def test_bad_recipe_for_is_one_located_sentence(tmp_path, old, new, message):
 
 
 def test_recipe_rows_are_judged_against_the_paper_row_never_gating(tmp_path, capsys):
-    suite = _suite(tmp_path, RECIPES)
+    suite, engine = _record(tmp_path, RECIPES, beta_pgd=40)
     assert suite.tables["tab"].layout()["rows"][3]["recipe_for"] == "m_a"
-    engine = db.open_db(tmp_path / "bench.sqlite")
-    record_tables(engine, suite)
     with Session(engine) as s:
-        add_result(s, model="m_a", model_key="ka", attack="clean", eps_literal="0", eps=0.0,
-                   correct=correct_range(100, 0, 99))
-        add_result(s, model="m_a", model_key="ka", attack="pgd", eps_literal="0.3", eps=0.3,
-                   correct=correct_range(100, 0, 60))
-        add_result(s, model="m_b", model_key="kb", attack="pgd", eps_literal="0.3", eps=0.3,
-                   correct=correct_range(100, 0, 40))
         # the recipe row: far above the paper's PGD-20 61.0, its Benign not run
         add_result(s, model="m_c", model_key="kc", attack="pgd", eps_literal="0.3", eps=0.3,
                    correct=correct_range(200, 0, 150))

@@ -5,7 +5,6 @@ worker in this process; the default executor is the registry's, not a special ca
 from __future__ import annotations
 
 import dataclasses
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,34 +20,9 @@ from bench.run.settings import RunSettings
 from bench.run.worker import WorkerPlan
 from bench.suite.load import load_suite
 
-ONE = textwrap.dedent("""\
-    version: 1
-    seed: 0
-    datasets:
-      tiny: {plugin: mnist, train_subset: 64}
-    attacks:
-      clean: {plugin: clean}
-    models:
-      m: {dataset: tiny, arch: small_cnn, defense: sgd, train: {epochs: 1, batch_size: 32, lr: 0.05}}
-    matrix:
-      - name: main
-        tags: [t]
-        models: [m]
-        attacks: [clean]
-        eval: {n: 32, batch_size: 32}
-    tables:
-      tab:
-        title: One
-        rows: [m]
-        columns: [{attack: clean, label: Clean}]
-    """)
-
-
 @pytest.fixture
-def one(tmp_path):
-    p = tmp_path / "suite.yaml"
-    p.write_text(ONE)
-    return load_suite(p)
+def one(suite_file):
+    return load_suite(suite_file())
 
 
 @register_executor("test_two_in_process")

@@ -27,6 +27,7 @@ from bench.db.schema import ModelRecord, ResumeRecord
 from bench.errors import DataError
 from bench.suite.load import load_suite
 from tests.conftest import REPO
+from tests.suites import ONE_MODEL
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
 CIFAR_BATCHES = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]
@@ -143,26 +144,9 @@ def test_the_official_format_is_read_by_the_numpy_only_unpickler(tmp_path):
 
 # ---------------------------------------------------------------------- shared results folder
 
-TINY = textwrap.dedent("""\
-    version: 1
-    datasets:
-      tiny: {plugin: mnist, train_subset: 256}
-    attacks:
-      clean: {plugin: clean}
-    models:
-      m: {dataset: tiny, arch: small_cnn, defense: sgd, train: {epochs: 2, batch_size: 64, lr: 0.05}}
-    matrix:
-      - name: main
-        models: [m]
-        attacks: [clean]
-        eval: {n: 64, batch_size: 64}
-    """)
-
-
 @pytest.fixture
-def tiny(tmp_path, data_root):
-    p = tmp_path / "suite.yaml"
-    p.write_text(TINY)
+def tiny(tmp_path, data_root, suite_file):
+    p = suite_file()
     spec = load_suite(p).models["m"]
     args = ["run", str(p), "--db", str(tmp_path / "r.sqlite"), "--results-dir", str(tmp_path / "res"),
             "--data-root", str(data_root), "--device", "cpu", "--no-progress", "--no-report"]
@@ -288,7 +272,7 @@ def project(tmp_path):
         code = f"open({str(marker)!r}, 'a').write({pkg!r})\n"
         (proj / pkg / "__init__.py").write_text(code)
         (proj / pkg / f"{module}.py").write_text(code)
-    (proj / "suite.yaml").write_text(TINY)
+    (proj / "suite.yaml").write_text(ONE_MODEL)
     return proj, marker
 
 
@@ -339,7 +323,7 @@ def test_the_api_refuses_a_shadowing_plugin_package_in_one_sentence(project):
 
 def test_a_lookup_imports_only_the_module_that_registers_the_name(tmp_path):
     suite = tmp_path / "suite.yaml"
-    suite.write_text(TINY.replace("arch: small_cnn", "arch: lenet5_madry"))
+    suite.write_text(ONE_MODEL.replace("arch: small_cnn", "arch: lenet5_madry"))
     r = run_in(REPO, "-c", textwrap.dedent(f"""\
         import sys
         from bench.suite.load import load_suite
