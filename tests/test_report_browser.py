@@ -248,3 +248,32 @@ def test_index_page_smoke_grid_in_chromium(tmp_path):
     assert count_color(rows, (0xFF, 0xE0, 0xE6), tol=6) > 500
     if os.environ.get("BENCH_SCREENSHOT_DIR"):
         shutil.copy(shot, Path(os.environ["BENCH_SCREENSHOT_DIR"]) / "index.png")
+
+
+def test_a_recipe_verdict_keeps_its_own_colour_inside_a_row_of_another(tmp_path):
+    """On the Reproduction page a recipe listed under a paper value has its own verdict: a
+    reproduced recipe under a row that is above or below is drawn green (#1e7d32), not in
+    the row's red. Every paper cell here misses its printed value, so the only green on
+    screen is the recipe's."""
+    from sqlalchemy.orm import Session
+
+    from test_report import add_result, correct_range
+    from test_reproduction import RECIPES, _record
+    browser = chromium()
+    text = RECIPES.replace("m_a: {Benign: 99.0, PGD-20: 61.0}", "m_a: {Benign: 90.0, PGD-20: 70.0}")
+    _, engine = _record(tmp_path, text, beta_pgd=45)      # Beta 45 vs 40: above
+    with Session(engine) as s:                             # the recipe: 70 vs 70, reproduced
+        add_result(s, model="m_c", model_key="kc", attack="pgd", eps_literal="0.3", eps=0.3,
+                   correct=correct_range(100, 0, 70))
+        s.commit()
+    page = render_site(engine, tmp_path / "site").parent / "reproduction.html"
+    dom = page.read_text()
+    assert 'class="verdict-below"' in dom and '<li class="verdict-reproduced">' in dom
+    assert 'class="verdict-reproduced"' not in dom.replace('<li class="verdict-reproduced">', "")
+    shot = tmp_path / "repro.png"
+    proc = run_chromium(browser, tmp_path / "profile", f"--screenshot={shot}",
+                        "--window-size=1400,900", page.as_uri())
+    assert shot.exists(), proc.stderr[-2000:]
+    _, _, rows = png_rgb(shot)
+    assert count_color(rows, (0xB3, 0x26, 0x1E), tol=20) > 20     # the rows' red verdicts
+    assert count_color(rows, (0x1E, 0x7D, 0x32), tol=20) > 20     # the recipe's green one
