@@ -14,7 +14,8 @@ def dry_run(suite, cells, engine, device: str, data_root: Path, args) -> int:
 
     from bench.db.schema import ModelRecord
     from bench.data.read import split_present
-    from bench.run.estimate import estimate, human_count, human_seconds
+    from bench.humanize import human_count, human_seconds
+    from bench.run.estimate import estimate
     from bench.run.plan import group
     from bench.run.precision import device_name
     from bench.cli import scale as cli_scale

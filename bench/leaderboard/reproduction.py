@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from bench.humanize import human_count, human_seconds
 from bench.leaderboard.check import (ABOVE, BELOW, FAILED, NOT_RUN, REPRODUCED, PaperVerdict,
                                      paper_cells)
 from bench.leaderboard.store import Store
@@ -161,25 +162,6 @@ def training_rates(store: Store, views: Sequence[TableView]) -> dict[str, Rate]:
         if arch not in out or len(xs) > out[arch].runs:
             out[arch] = Rate(statistics.median(xs), device, len(xs))
     return out
-
-
-def human_count(n: float) -> str:
-    """As bench.run.estimate's (which imports torch; the report does not)."""
-    for unit, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= k:
-            return f"{n / k:.3g} {unit}"
-    return f"{n:.0f}"
-
-
-def human_seconds(s: float) -> str:
-    """As bench.run.estimate's."""
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 90 * 60:
-        return f"{s / 60:.0f} min"
-    if s < 48 * 3600:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} days"
 
 
 def needs_text(needs: dict | None, column: str, trained: bool, rates: dict[str, Rate]) -> str:

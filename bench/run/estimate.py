@@ -317,20 +317,3 @@ def estimate(to_train: list[ModelJob], cells: list[Cell], device: str, device_de
         of_cell.append(g)
     est.groups = list(groups.values())
     return est, costs
-
-
-def human_seconds(s: float) -> str:
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 90 * 60:
-        return f"{s / 60:.0f} min"
-    if s < 48 * 3600:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} days"
-
-
-def human_count(n: float) -> str:
-    for unit, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= k:
-            return f"{n / k:.3g} {unit}"
-    return f"{n:.0f}"
